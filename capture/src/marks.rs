@@ -50,10 +50,7 @@ impl FrameMark {
 
 /// Wall-clock milliseconds since the UNIX epoch, modulo 2³² (what marks carry).
 pub fn unix_ms_u32() -> u32 {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
     // Truncation is the documented wrap-around.
     ms as u32
 }

@@ -49,12 +49,8 @@ const GLYPH_SCALE: usize = 2;
 const CELL_W: usize = 6 * GLYPH_SCALE;
 const CELL_H: usize = 9 * GLYPH_SCALE;
 const BACKGROUND: [u8; 4] = [0x2b, 0x23, 0x1e, 0xff]; // dark editor theme, BGRA
-const INK: [[u8; 4]; 4] = [
-    [0xd4, 0xd4, 0xd4, 0xff],
-    [0x9c, 0xdc, 0xfe, 0xff],
-    [0x78, 0xc3, 0xce, 0xff],
-    [0x6a, 0x99, 0x55, 0xff],
-];
+const INK: [[u8; 4]; 4] =
+    [[0xd4, 0xd4, 0xd4, 0xff], [0x9c, 0xdc, 0xfe, 0xff], [0x78, 0xc3, 0xce, 0xff], [0x6a, 0x99, 0x55, 0xff]];
 
 /// Deterministic synthetic screen content of one size and scene.
 #[derive(Debug, Clone)]
@@ -196,7 +192,7 @@ fn hash(mut x: u64) -> u64 {
 
 fn line_len(line: usize) -> usize {
     let h = hash(line as u64);
-    if h % 7 == 0 { 0 } else { 8 + (h >> 8) as usize % 90 }
+    if h.is_multiple_of(7) { 0 } else { 8 + (h >> 8) as usize % 90 }
 }
 
 /// A 5×7 glyph (35 bits) or 0 for a space.
@@ -206,7 +202,7 @@ fn glyph(line: usize, col: usize) -> u64 {
         return 0;
     }
     let h = hash(((line as u64) << 20) ^ col as u64);
-    if h % 6 == 0 {
+    if h.is_multiple_of(6) {
         return 0; // word gap
     }
     // 32 distinct "characters", each a fixed pattern, like a real font.
