@@ -1,0 +1,290 @@
+//! Command-line interface.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use peep_capture::backend::CaptureBackend;
+use peep_capture::backend::synthetic::SyntheticBackend;
+use peep_capture::backend::x11::X11Session;
+use peep_capture::SourceId;
+use peep_capture::synthetic::Scene;
+use peep_encode::{OpenH264Config, OpenH264Encoder};
+
+use crate::pipeline::{Pipeline, PipelineConfig};
+
+#[derive(Debug, Parser)]
+#[command(name = "peep", version, about = "Share your screen to a browser link")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List displays and windows that can be shared.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Capture and encode to an H.264 (Annex-B) file or stdout.
+    Record(RecordArgs),
+    /// Show synthetic content in a window (for benchmarks and demos).
+    #[command(hide = true)]
+    DemoWindow {
+        /// Scene: static, typing, scrolling or moving.
+        #[arg(long, default_value = "moving")]
+        scene: String,
+        /// Frames per second.
+        #[arg(long, default_value_t = 30.0)]
+        fps: f32,
+        /// Stop after this many seconds (0: run until killed).
+        #[arg(long, default_value_t = 0.0)]
+        seconds: f64,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct RecordArgs {
+    /// Source id from `peep list` (`screen`, `monitor:NAME`, `window:0xID`,
+    /// `synthetic[:SCENE]`). Defaults to the primary display.
+    #[arg(long)]
+    source: Option<String>,
+    /// Seconds to record.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Frames per second.
+    #[arg(long, default_value_t = 30.0)]
+    fps: f32,
+    /// Target bitrate, e.g. 2500000, 2500k or 2.5M.
+    #[arg(long, default_value = "2.5M", value_parser = parse_bitrate)]
+    bitrate: u32,
+    /// Output file, or `-` for stdout (flushed after every frame).
+    #[arg(long)]
+    out: PathBuf,
+    /// Size of the synthetic source.
+    #[arg(long, default_value = "1920x1080", value_parser = parse_size)]
+    size: (u32, u32),
+    /// Do not draw the mouse cursor.
+    #[arg(long)]
+    no_cursor: bool,
+}
+
+/// Parses `2500000`, `2500k`, `2.5M` (bits per second).
+pub fn parse_bitrate(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    let (number, scale) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 1e3),
+        Some((i, 'm' | 'M')) => (&t[..i], 1e6),
+        _ => (t, 1.0),
+    };
+    let value = number.parse::<f64>().map_err(|_| format!("bitrate {text:?}: expected e.g. 2500000, 2500k or 2.5M"))? * scale;
+    if !(10_000.0..=100e6).contains(&value) {
+        return Err(format!("bitrate {text:?} is outside 10k–100M"));
+    }
+    Ok(value as u32)
+}
+
+/// Parses `WIDTHxHEIGHT`.
+pub fn parse_size(text: &str) -> Result<(u32, u32), String> {
+    let err = || format!("size {text:?}: expected WIDTHxHEIGHT, e.g. 1920x1080");
+    let (w, h) = text.split_once('x').ok_or_else(err)?;
+    let (w, h) = (w.parse().map_err(|_| err())?, h.parse().map_err(|_| err())?);
+    if w == 0 || h == 0 || w > 3840 || h > 3840 {
+        return Err(format!("size {text:?} must be between 1x1 and 3840x3840"));
+    }
+    Ok((w, h))
+}
+
+/// Parses the command line and runs the command.
+pub fn run() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::List { json }) => list(json),
+        Some(Command::Record(args)) => record(args),
+        Some(Command::DemoWindow { scene, fps, seconds }) => demo_window(&scene, fps, seconds),
+        None => {
+            // The desktop GUI and `peep share` arrive with later milestones.
+            eprintln!("peep: the desktop GUI is not built yet; try `peep list` or `peep record --help`.");
+            list(false)
+        }
+    }
+}
+
+fn list(json: bool) -> Result<()> {
+    let session = X11Session::connect()?;
+    let sources = session.list_sources()?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &sources)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(out, "{:<22} {:<8} {:>11} {:>11}  NAME", "ID", "KIND", "SIZE", "POSITION")?;
+    for s in &sources {
+        let kind = format!("{:?}", s.kind).to_lowercase();
+        let name = match &s.app {
+            Some(app) => format!("{} ({app})", s.name),
+            None if s.primary => format!("{} (primary)", s.name),
+            None => s.name.clone(),
+        };
+        writeln!(out, "{:<22} {:<8} {:>11} {:>11}  {name}", s.id, kind, format!("{}x{}", s.width, s.height), format!("{},{}", s.x, s.y))?;
+    }
+    writeln!(out, "{:<22} {:<8} {:>11} {:>11}  Test pattern (scenes: static, typing, scrolling, moving)", "synthetic", "test", "any", "-")?;
+    Ok(())
+}
+
+/// Opens the backend for a source id.
+pub fn open_source(source: Option<&str>, synthetic_size: (u32, u32), cursor: bool) -> Result<Box<dyn CaptureBackend>> {
+    let id = source.map(SourceId::parse).transpose()?;
+    let mut backend: Box<dyn CaptureBackend> = match id {
+        Some(SourceId::Synthetic(scene)) => Box::new(SyntheticBackend::new(synthetic_size.0, synthetic_size.1, scene)?),
+        id => {
+            let session = X11Session::connect()?;
+            let id = match id {
+                Some(id) => id,
+                None => session.primary_display()?,
+            };
+            Box::new(session.capture(&id)?)
+        }
+    };
+    backend.set_cursor(cursor);
+    Ok(backend)
+}
+
+fn record(args: RecordArgs) -> Result<()> {
+    if !(args.seconds > 0.0 && args.seconds.is_finite()) {
+        bail!("--seconds must be positive");
+    }
+    if !(args.fps > 0.0 && args.fps <= 240.0) {
+        bail!("--fps must be between 0 and 240");
+    }
+    let backend = open_source(args.source.as_deref(), args.size, !args.no_cursor)?;
+    let description = backend.describe();
+    let to_stdout = args.out.as_os_str() == "-";
+    let mut sink: Box<dyn Write> = if to_stdout {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?)
+    };
+    let encoder = OpenH264Encoder::new(OpenH264Config { bitrate_bps: args.bitrate, fps: args.fps, ..OpenH264Config::default() })?;
+    let mut pipeline = Pipeline::start(backend, Box::new(encoder), PipelineConfig { fps: args.fps, ..PipelineConfig::default() })?;
+    eprintln!("peep: recording {description} for {}s at {} fps, {} kbps", args.seconds, args.fps, args.bitrate / 1000);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(args.seconds);
+    let mut written = 0u64;
+    let mut result = Ok(());
+    while Instant::now() < deadline {
+        let packet = match pipeline.recv_timeout((deadline - Instant::now()).min(Duration::from_millis(200))) {
+            Ok(Some(p)) => p,
+            Ok(None) => continue,
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        };
+        let write = sink.write_all(&packet.data).and_then(|()| sink.flush());
+        match write {
+            Ok(()) => written += packet.data.len() as u64,
+            // The reader went away (e.g. ffplay closed): a normal end.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+            Err(e) => {
+                let target = if to_stdout { "stdout".into() } else { args.out.display().to_string() };
+                result = Err(anyhow::Error::new(e).context(format!("writing {target}")));
+                break;
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    let stop = pipeline_summary(&pipeline, elapsed, written);
+    let ended = pipeline.stop();
+    eprintln!("{stop}");
+    result.and(ended)
+}
+
+fn pipeline_summary(p: &Pipeline, elapsed: Duration, written: u64) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (s, c) = (&p.stats, &p.capture_stats);
+    let secs = elapsed.as_secs_f64().max(1e-3);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    format!(
+        "peep: {:.1}s: captured {} (unchanged ticks {}, keep-alive {}), encoded {} ({:.1} fps), dropped {}, skipped by encoder {}, \
+         keyframes {}, {} bytes written ({:.0} kbps); encode ms p50 {:.2} p95 {:.2} p99 {:.2}; capture→encoded ms p50 {:.2} p95 {:.2}",
+        secs,
+        c.frames_captured.load(Relaxed),
+        c.frames_unchanged.load(Relaxed),
+        c.frames_forced.load(Relaxed),
+        s.frames_encoded.load(Relaxed),
+        s.frames_encoded.load(Relaxed) as f64 / secs,
+        s.frames_dropped.load(Relaxed),
+        s.frames_skipped_by_encoder.load(Relaxed),
+        s.keyframes.load(Relaxed),
+        written,
+        written as f64 * 8.0 / secs / 1e3,
+        ms(s.encode_time.quantile(0.5)),
+        ms(s.encode_time.quantile(0.95)),
+        ms(s.encode_time.quantile(0.99)),
+        ms(s.capture_to_encoded.quantile(0.5)),
+        ms(s.capture_to_encoded.quantile(0.95)),
+    )
+}
+
+fn demo_window(scene: &str, fps: f32, seconds: f64) -> Result<()> {
+    use peep_capture::marks::FrameMark;
+    use peep_capture::synthetic::SyntheticScene;
+    use peep_capture::testing::DemoWindow;
+    let scene = Scene::from_name(scene).with_context(|| format!("unknown scene {scene:?} (static, typing, scrolling, moving)"))?;
+    let session = X11Session::connect()?;
+    let (w, h) = {
+        let screen = session.list_displays()?;
+        (screen[0].width, screen[0].height)
+    };
+    let mut window = DemoWindow::open(session.connection().clone(), 0, 0, w as u16, h as u16, "Peep demo")?;
+    let content = SyntheticScene::new(w as usize, h as usize, scene);
+    let mut frame = vec![0u8; w as usize * h as usize * 4];
+    let period = Duration::from_secs_f32(1.0 / fps.clamp(0.1, 240.0));
+    let started = Instant::now();
+    let mut next = started;
+    for index in 0u64.. {
+        if seconds > 0.0 && started.elapsed().as_secs_f64() >= seconds {
+            break;
+        }
+        if index == 0 || content.changed(index) {
+            content.render(index, &mut frame, w as usize * 4, FrameMark::now(index as u32));
+            window.show(&frame, w, h, w as usize * 4)?;
+        }
+        next += period;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else {
+            next = now;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bitrates_parse_with_suffixes() {
+        assert_eq!(parse_bitrate("2500000"), Ok(2_500_000));
+        assert_eq!(parse_bitrate("2500k"), Ok(2_500_000));
+        assert_eq!(parse_bitrate("2.5M"), Ok(2_500_000));
+        assert!(parse_bitrate("fast").is_err());
+        assert!(parse_bitrate("1").is_err());
+        assert!(parse_bitrate("").is_err());
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("1919x1079"), Ok((1919, 1079)));
+        assert!(parse_size("0x5").is_err());
+        assert!(parse_size("axb").is_err());
+    }
+}

@@ -1,0 +1,179 @@
+//! The `peep` command line against real Xvfb, OpenH264 and ffprobe.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{decode_stream, peep, require_tool};
+use peep_capture::marks::FrameMark;
+use peep_capture::synthetic::{Scene, SyntheticScene};
+use peep_capture::testing::{DemoWindow, Xvfb};
+
+fn xvfb(w: u32, h: u32) -> Xvfb {
+    Xvfb::start(w, h).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("peep-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.join(name)
+}
+
+#[test]
+fn list_json_under_xvfb() {
+    let x = xvfb(800, 600);
+    let out = peep().args(["list", "--json"]).env("DISPLAY", x.display()).output().expect("run peep");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sources: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let first = &sources[0];
+    assert_eq!(first["id"], "screen");
+    assert_eq!((first["width"].as_u64(), first["height"].as_u64()), (Some(800), Some(600)));
+    let table = peep().arg("list").env("DISPLAY", x.display()).output().expect("run peep");
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("screen") && text.contains("synthetic"), "{text}");
+}
+
+#[test]
+fn no_x_server_is_a_clear_error() {
+    for args in [&["list"][..], &["record", "--source", "screen", "--seconds", "1", "--out", "/dev/null"]] {
+        let out = peep().args(args).env("DISPLAY", ":4243").output().expect("run peep");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("cannot connect to the X server \":4243\""), "{err}");
+    }
+    let out = peep().arg("list").env_remove("DISPLAY").output().expect("run peep");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect to the X server"));
+}
+
+#[test]
+fn unknown_source_ids_fail_clearly() {
+    let x = xvfb(320, 240);
+    for id in ["window:0x7ffffff0", "monitor:NOPE", "hdmi", "synthetic:nope"] {
+        let out = peep()
+            .args(["record", "--source", id, "--seconds", "1", "--out", "/dev/null"])
+            .env("DISPLAY", x.display())
+            .output()
+            .expect("run peep");
+        assert!(!out.status.success(), "{id} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("unknown source id") && err.contains("peep list"), "{id}: {err}");
+    }
+}
+
+#[test]
+fn record_synthetic_to_file_is_readable_by_ffprobe_and_decodes_with_marks() {
+    require_tool("ffprobe", "ffmpeg");
+    let path = tmp("synthetic.h264");
+    let out = peep()
+        .args(["record", "--source", "synthetic:typing", "--size", "640x360", "--seconds", "2", "--fps", "30", "--bitrate", "1M"])
+        .arg("--out")
+        .arg(&path)
+        .output()
+        .expect("run peep");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("encoded") && stderr.contains("encode ms p50"), "stats printed: {stderr}");
+
+    let probe = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-show_entries", "stream=codec_name,profile,width,height,nb_read_frames", "-of", "json"])
+        .arg(&path)
+        .output()
+        .expect("ffprobe");
+    let info: serde_json::Value = serde_json::from_slice(&probe.stdout).expect("ffprobe JSON");
+    let s = &info["streams"][0];
+    assert_eq!(s["codec_name"], "h264");
+    assert_eq!(s["profile"], "Constrained Baseline");
+    assert_eq!((s["width"].as_u64(), s["height"].as_u64()), (Some(640), Some(360)));
+    let frames: u64 = s["nb_read_frames"].as_str().and_then(|n| n.parse().ok()).expect("frame count");
+    assert!((40..=70).contains(&frames), "{frames} frames in 2 s at 30 fps");
+
+    let decoded = decode_stream(&std::fs::read(&path).expect("read"));
+    assert_eq!(decoded.len() as u64, frames);
+    let counters: Vec<u32> = decoded.iter().map(|d| d.mark.expect("every frame's mark reads back").counter).collect();
+    assert!(counters.windows(2).all(|w| w[0] < w[1]), "counters increase: {counters:?}");
+}
+
+#[test]
+fn record_to_stdout_streams_annex_b() {
+    let mut child = peep()
+        .args(["record", "--source", "synthetic:moving", "--size", "320x240", "--seconds", "1", "--out", "-"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut stdout, &mut bytes).expect("read");
+    assert!(child.wait().expect("wait").success());
+    assert_eq!(&bytes[..5], &[0, 0, 0, 1, 0x67], "starts with an SPS");
+    let decoded = decode_stream(&bytes);
+    assert!(decoded.len() >= 20, "{} frames", decoded.len());
+    assert!(decoded.iter().all(|d| (d.width, d.height) == (320, 240)));
+}
+
+#[test]
+fn closing_the_reader_ends_the_recording_cleanly() {
+    let mut child = peep()
+        .args(["record", "--source", "synthetic", "--size", "320x240", "--seconds", "30", "--out", "-"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 64];
+    std::io::Read::read_exact(&mut stdout, &mut first).expect("some output");
+    drop(stdout);
+    let started = std::time::Instant::now();
+    let status = child.wait().expect("wait");
+    assert!(started.elapsed() < Duration::from_secs(10), "peep kept running after the pipe closed");
+    assert!(status.success(), "a closed pipe is a normal end: {status}");
+}
+
+#[test]
+fn full_disk_is_a_clear_error() {
+    let out = peep()
+        .args(["record", "--source", "synthetic", "--size", "320x240", "--seconds", "2", "--out", "/dev/full"])
+        .output()
+        .expect("run peep");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("writing /dev/full") && err.contains("No space left on device"), "{err}");
+    assert!(err.contains("encoded"), "stats are still printed: {err}");
+}
+
+#[test]
+fn record_x11_window_and_survive_its_closing_with_a_clear_error() {
+    let x = xvfb(800, 600);
+    let session = peep_capture::backend::x11::X11Session::connect_to(Some(x.display())).expect("connect");
+    let mut win = DemoWindow::open(session.connection().clone(), 10, 10, 400, 300, "recorded").expect("window");
+    let scene = SyntheticScene::new(400, 300, Scene::Typing);
+    let mut buf = vec![0u8; 400 * 300 * 4];
+    let path = tmp("window.h264");
+    let child = peep()
+        .args(["record", "--seconds", "20", "--fps", "30", "--no-cursor", "--source", &format!("window:{:#x}", win.window)])
+        .arg("--out")
+        .arg(&path)
+        .env("DISPLAY", x.display())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Animate for a second, then close the window mid-capture.
+    for i in 0..30u32 {
+        scene.render(u64::from(i), &mut buf, 1600, FrameMark { counter: i + 1, timestamp_ms: i });
+        win.show(&buf, 400, 300, 1600).expect("show");
+        std::thread::sleep(Duration::from_millis(33));
+    }
+    win.close().expect("close");
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "closing the source is an error: {err}");
+    assert!(err.contains("source gone: window") && err.contains("was closed"), "{err}");
+    // What was captured before is intact.
+    let decoded = decode_stream(&std::fs::read(&path).expect("file"));
+    let counters: Vec<u32> = decoded.iter().filter_map(|d| d.mark).map(|m| m.counter).collect();
+    assert!(counters.len() >= 10, "{} frames with marks", counters.len());
+    assert!(counters.windows(2).all(|w| w[0] <= w[1]), "{counters:?}");
+    assert!(decoded.iter().all(|d| (d.width, d.height) == (400, 300)));
+}
