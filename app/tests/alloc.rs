@@ -1,0 +1,153 @@
+//! Heap allocations per frame on the hot path, counted exactly by a global
+//! allocator wrapper.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use peep::pipeline::{Pipeline, PipelineConfig};
+use peep_capture::backend::CaptureBackend;
+use peep_capture::backend::synthetic::SyntheticBackend;
+use peep_capture::backend::x11::X11Session;
+use peep_capture::synthetic::{Scene, SyntheticScene};
+use peep_capture::testing::{DemoWindow, Xvfb};
+use peep_capture::{SourceId, frame_ring};
+use peep_encode::{EncodedFrame, Encoder, I420Frame, OpenH264Config, OpenH264Encoder, bgra_to_i420};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    static THREAD_ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count() {
+    ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    // try_with: the slot may already be gone while a thread shuts down.
+    let _ = THREAD_ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+}
+
+// SAFETY: forwards every call unchanged to the system allocator.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: same layout contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        // SAFETY: ptr was allocated by System with `layout`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: ptr was allocated by System with `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// The tests count process-wide: run them one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn encoder() -> OpenH264Encoder {
+    OpenH264Encoder::new(OpenH264Config { bitrate_bps: 1_500_000, fps: 60.0, ..OpenH264Config::default() }).expect("encoder")
+}
+
+/// The whole pipeline on its own threads (capture → ring → convert → encode →
+/// channel → consumer), synthetic typing content: after warm-up, zero heap
+/// allocations in the process for 300 frames.
+#[test]
+fn pipeline_makes_zero_allocations_per_frame_after_warmup() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let source = SyntheticBackend::new(640, 360, Scene::Typing).expect("source");
+    let mut pipeline =
+        Pipeline::start(Box::new(source), Box::new(encoder()), PipelineConfig { fps: 60.0, ..PipelineConfig::default() })
+            .expect("pipeline");
+    let mut next = || pipeline.recv_timeout(Duration::from_secs(5)).expect("running").expect("a packet in time");
+    for _ in 0..60 {
+        drop(next());
+    }
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let mut bytes = 0;
+    for _ in 0..300 {
+        bytes += next().data.len();
+    }
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    println!("pipeline: {allocations} heap allocations in 300 frames ({bytes} bytes encoded)");
+    assert!(bytes > 0);
+    assert_eq!(allocations, 0, "heap allocations during 300 steady-state frames");
+    drop(pipeline);
+}
+
+/// X11 capture (MIT-SHM slots) → ring → convert → encode on one thread while
+/// another thread animates a window. Counts this thread's allocations: the
+/// only ones left are x11rb's reply and event buffers.
+#[test]
+fn x11_capture_path_allocations_per_frame() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let x = Xvfb::start(640, 480).unwrap_or_else(|e| panic!("{e}"));
+    let display = x.display().to_owned();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let painter = {
+        let (stop, display) = (stop.clone(), display.clone());
+        std::thread::spawn(move || {
+            let session = X11Session::connect_to(Some(&display)).expect("painter connection");
+            let mut win = DemoWindow::open(session.connection().clone(), 0, 0, 640, 480, "anim").expect("window");
+            let scene = SyntheticScene::new(640, 480, Scene::Moving);
+            let mut buf = vec![0u8; 640 * 480 * 4];
+            for i in 0u64.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                scene.render(i, &mut buf, 640 * 4, peep_capture::marks::FrameMark::now(i as u32));
+                win.show(&buf, 640, 480, 640 * 4).expect("show");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let session = X11Session::connect_to(Some(&display)).expect("connect");
+    let mut capture = session.capture(&SourceId::Screen).expect("capture");
+    capture.set_cursor(false);
+    let (mut producer, mut consumer) = frame_ring();
+    let mut encoder = encoder();
+    let mut yuv = I420Frame::new(640, 480);
+    let mut out = EncodedFrame::with_capacity(512 * 1024);
+    let mut frames = 0u64;
+    let mut run = |n: u64| {
+        let mut done = 0;
+        let mut seq = 0;
+        while done < n {
+            seq += 1;
+            capture.capture(&mut producer, seq, true).expect("capture");
+            let frame = consumer.try_take().expect("a frame was published");
+            let m = *frame.meta();
+            bgra_to_i420(frame.data(), m.width, m.height, m.stride_bytes, &mut yuv).expect("convert");
+            drop(frame);
+            let _ = encoder.encode(&yuv, Duration::from_millis(seq * 16), &mut out).expect("encode");
+            done += 1;
+        }
+        frames += n;
+    };
+    run(30);
+    let before = THREAD_ALLOCATIONS.with(Cell::get);
+    run(300);
+    let allocations = THREAD_ALLOCATIONS.with(Cell::get) - before;
+    stop.store(true, Ordering::Relaxed);
+    painter.join().expect("painter");
+    let per_frame = allocations as f64 / 300.0;
+    println!("x11 path: {allocations} heap allocations in 300 frames ({per_frame:.2} per frame), all in x11rb replies/events");
+    // x11rb serialises each request (DamageSubtract, ShmGetImage) into fresh
+    // buffers and parses each reply and event (DamageNotify) into another;
+    // the ring, conversion and encoder add none (see the pipeline test).
+    // Measured: 4.5–4.7 per frame with one damage event per frame.
+    assert!(per_frame <= 6.0, "{per_frame} allocations per frame");
+    assert!(frames == 330);
+}
