@@ -5,7 +5,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{decode_stream, peep, require_tool};
+use common::{decode_stream, nal_types, peep, require_tool};
 use peep_capture::marks::FrameMark;
 use peep_capture::synthetic::{Scene, SyntheticScene};
 use peep_capture::testing::{DemoWindow, Xvfb};
@@ -176,4 +176,53 @@ fn record_x11_window_and_survive_its_closing_with_a_clear_error() {
     assert!(counters.len() >= 10, "{} frames with marks", counters.len());
     assert!(counters.windows(2).all(|w| w[0] <= w[1]), "{counters:?}");
     assert!(decoded.iter().all(|d| (d.width, d.height) == (400, 300)));
+}
+
+#[test]
+fn window_resized_mid_recording_switches_size_with_a_keyframe() {
+    let x = xvfb(800, 600);
+    let session = peep_capture::backend::x11::X11Session::connect_to(Some(x.display())).expect("connect");
+    let mut win = DemoWindow::open(session.connection().clone(), 0, 0, 320, 240, "resized").expect("window");
+    let path = tmp("resize.h264");
+    let child = peep()
+        .args(["record", "--seconds", "2", "--fps", "30", "--no-cursor", "--source", &format!("window:{:#x}", win.window)])
+        .arg("--out")
+        .arg(&path)
+        .env("DISPLAY", x.display())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let frame = |win: &mut DemoWindow, w: u32, h: u32, i: u32| {
+        let scene = SyntheticScene::new(w as usize, h as usize, Scene::Typing);
+        let mut buf = vec![0u8; (w * h * 4) as usize];
+        scene.render(u64::from(i), &mut buf, w as usize * 4, FrameMark { counter: i, timestamp_ms: 0 });
+        win.show(&buf, w, h, w as usize * 4).expect("show");
+    };
+    for i in 0..15 {
+        frame(&mut win, 320, 240, i);
+        std::thread::sleep(Duration::from_millis(33));
+    }
+    win.configure(0, 0, 641, 479).expect("resize");
+    for i in 15..30 {
+        frame(&mut win, 641, 479, i);
+        std::thread::sleep(Duration::from_millis(33));
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stream = std::fs::read(&path).expect("file");
+    let idrs = nal_types(&stream).iter().filter(|&&t| t == 5).count();
+    assert!(idrs >= 2, "a keyframe at the start and one at the size switch, got {idrs}");
+    let decoded = decode_stream(&stream);
+    let sizes: Vec<(usize, usize)> = decoded.iter().map(|d| (d.width, d.height)).collect();
+    assert_eq!(sizes.first(), Some(&(320, 240)));
+    // Odd sizes are coded at the next even size.
+    assert_eq!(sizes.last(), Some(&(642, 480)), "{sizes:?}");
+    let switch = sizes.iter().position(|&s| s != (320, 240)).expect("size switch");
+    assert!(sizes[switch..].iter().all(|&s| s == (642, 480)), "{sizes:?}");
+}
+
+#[test]
+fn nal_type_helper_reads_annex_b() {
+    let stream = [0, 0, 0, 1, 0x67, 0x42, 0, 0, 1, 0x68, 0xce, 0, 0, 0, 1, 0x65, 0x88];
+    assert_eq!(nal_types(&stream), [7, 8, 5]);
 }

@@ -189,6 +189,26 @@ mod tests {
     }
 
     #[test]
+    fn moving_source_is_paced_at_the_requested_rate() {
+        let (producer, mut consumer) = frame_ring();
+        let stats = Arc::new(CaptureStats::default());
+        let backend = SyntheticBackend::new(64, 64, Scene::Moving).expect("backend");
+        let config = CaptureConfig { fps: 20.0, keepalive: Duration::from_secs(1) };
+        let handle = spawn_capture(Box::new(backend), producer, config, stats.clone()).expect("spawn");
+        let until = Instant::now() + Duration::from_secs(1);
+        let mut frames = 0;
+        while Instant::now() < until {
+            if let Take::Frame(_) = consumer.take_timeout(Duration::from_millis(50)) {
+                frames += 1;
+            }
+        }
+        handle.join().expect("clean stop");
+        // 20 ticks in a second, give or take scheduling on a loaded machine.
+        assert!((15..=22).contains(&frames), "{frames} frames in 1 s at 20 fps");
+        assert_eq!(stats.frames_unchanged.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
     fn consumer_drop_ends_thread() {
         let (producer, consumer) = frame_ring();
         let backend = SyntheticBackend::new(16, 16, Scene::Moving).expect("backend");

@@ -44,3 +44,14 @@ pub fn require_tool(tool: &str, package: &str) {
     let found = std::process::Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success());
     assert!(found, "this test needs `{tool}`: install it with `apt-get install {package}`");
 }
+
+/// NAL unit types in an Annex-B stream, in order.
+pub fn nal_types(stream: &[u8]) -> Vec<u8> {
+    openh264::nal_units(stream)
+        .filter_map(|nal| {
+            let start = nal.iter().position(|&b| b != 0)?;
+            // Skip the start code's final 0x01.
+            nal.get(start + 1).map(|h| h & 0x1f)
+        })
+        .collect()
+}
