@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
+use peep_capture::SourceId;
 use peep_capture::backend::CaptureBackend;
 use peep_capture::backend::synthetic::SyntheticBackend;
 use peep_capture::backend::x11::X11Session;
-use peep_capture::SourceId;
 use peep_capture::synthetic::Scene;
 use peep_encode::{OpenH264Config, OpenH264Encoder};
 
@@ -81,7 +81,8 @@ pub fn parse_bitrate(text: &str) -> Result<u32, String> {
         Some((i, 'm' | 'M')) => (&t[..i], 1e6),
         _ => (t, 1.0),
     };
-    let value = number.parse::<f64>().map_err(|_| format!("bitrate {text:?}: expected e.g. 2500000, 2500k or 2.5M"))? * scale;
+    let value =
+        number.parse::<f64>().map_err(|_| format!("bitrate {text:?}: expected e.g. 2500000, 2500k or 2.5M"))? * scale;
     if !(10_000.0..=100e6).contains(&value) {
         return Err(format!("bitrate {text:?} is outside 10k–100M"));
     }
@@ -131,9 +132,20 @@ fn list(json: bool) -> Result<()> {
             None if s.primary => format!("{} (primary)", s.name),
             None => s.name.clone(),
         };
-        writeln!(out, "{:<22} {:<8} {:>11} {:>11}  {name}", s.id, kind, format!("{}x{}", s.width, s.height), format!("{},{}", s.x, s.y))?;
+        writeln!(
+            out,
+            "{:<22} {:<8} {:>11} {:>11}  {name}",
+            s.id,
+            kind,
+            format!("{}x{}", s.width, s.height),
+            format!("{},{}", s.x, s.y)
+        )?;
     }
-    writeln!(out, "{:<22} {:<8} {:>11} {:>11}  Test pattern (scenes: static, typing, scrolling, moving)", "synthetic", "test", "any", "-")?;
+    writeln!(
+        out,
+        "{:<22} {:<8} {:>11} {:>11}  Test pattern (scenes: static, typing, scrolling, moving)",
+        "synthetic", "test", "any", "-"
+    )?;
     Ok(())
 }
 
@@ -170,8 +182,10 @@ fn record(args: RecordArgs) -> Result<()> {
     } else {
         Box::new(std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?)
     };
-    let encoder = OpenH264Encoder::new(OpenH264Config { bitrate_bps: args.bitrate, fps: args.fps, ..OpenH264Config::default() })?;
-    let mut pipeline = Pipeline::start(backend, Box::new(encoder), PipelineConfig { fps: args.fps, ..PipelineConfig::default() })?;
+    let encoder =
+        OpenH264Encoder::new(OpenH264Config { bitrate_bps: args.bitrate, fps: args.fps, ..OpenH264Config::default() })?;
+    let mut pipeline =
+        Pipeline::start(backend, Box::new(encoder), PipelineConfig { fps: args.fps, ..PipelineConfig::default() })?;
     eprintln!("peep: recording {description} for {}s at {} fps, {} kbps", args.seconds, args.fps, args.bitrate / 1000);
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.seconds);
@@ -236,7 +250,8 @@ fn demo_window(scene: &str, fps: f32, seconds: f64) -> Result<()> {
     use peep_capture::marks::FrameMark;
     use peep_capture::synthetic::SyntheticScene;
     use peep_capture::testing::DemoWindow;
-    let scene = Scene::from_name(scene).with_context(|| format!("unknown scene {scene:?} (static, typing, scrolling, moving)"))?;
+    let scene = Scene::from_name(scene)
+        .with_context(|| format!("unknown scene {scene:?} (static, typing, scrolling, moving)"))?;
     let session = X11Session::connect()?;
     let (w, h) = {
         let screen = session.list_displays()?;

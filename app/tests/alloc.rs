@@ -58,7 +58,8 @@ static GLOBAL: Counting = Counting;
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn encoder() -> OpenH264Encoder {
-    OpenH264Encoder::new(OpenH264Config { bitrate_bps: 1_500_000, fps: 60.0, ..OpenH264Config::default() }).expect("encoder")
+    OpenH264Encoder::new(OpenH264Config { bitrate_bps: 1_500_000, fps: 60.0, ..OpenH264Config::default() })
+        .expect("encoder")
 }
 
 /// The whole pipeline on its own threads (capture → ring → convert → encode →
@@ -68,9 +69,12 @@ fn encoder() -> OpenH264Encoder {
 fn pipeline_makes_zero_allocations_per_frame_after_warmup() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let source = SyntheticBackend::new(640, 360, Scene::Typing).expect("source");
-    let mut pipeline =
-        Pipeline::start(Box::new(source), Box::new(encoder()), PipelineConfig { fps: 60.0, ..PipelineConfig::default() })
-            .expect("pipeline");
+    let mut pipeline = Pipeline::start(
+        Box::new(source),
+        Box::new(encoder()),
+        PipelineConfig { fps: 60.0, ..PipelineConfig::default() },
+    )
+    .expect("pipeline");
     let mut next = || pipeline.recv_timeout(Duration::from_secs(5)).expect("running").expect("a packet in time");
     for _ in 0..60 {
         drop(next());
@@ -143,7 +147,9 @@ fn x11_capture_path_allocations_per_frame() {
     stop.store(true, Ordering::Relaxed);
     painter.join().expect("painter");
     let per_frame = allocations as f64 / 300.0;
-    println!("x11 path: {allocations} heap allocations in 300 frames ({per_frame:.2} per frame), all in x11rb replies/events");
+    println!(
+        "x11 path: {allocations} heap allocations in 300 frames ({per_frame:.2} per frame), all in x11rb replies/events"
+    );
     // x11rb serialises each request (DamageSubtract, ShmGetImage) into fresh
     // buffers and parses each reply and event (DamageNotify) into another;
     // the ring, conversion and encoder add none (see the pipeline test).

@@ -67,7 +67,19 @@ fn record_synthetic_to_file_is_readable_by_ffprobe_and_decodes_with_marks() {
     require_tool("ffprobe", "ffmpeg");
     let path = tmp("synthetic.h264");
     let out = peep()
-        .args(["record", "--source", "synthetic:typing", "--size", "640x360", "--seconds", "2", "--fps", "30", "--bitrate", "1M"])
+        .args([
+            "record",
+            "--source",
+            "synthetic:typing",
+            "--size",
+            "640x360",
+            "--seconds",
+            "2",
+            "--fps",
+            "30",
+            "--bitrate",
+            "1M",
+        ])
         .arg("--out")
         .arg(&path)
         .output()
@@ -77,7 +89,15 @@ fn record_synthetic_to_file_is_readable_by_ffprobe_and_decodes_with_marks() {
     assert!(stderr.contains("encoded") && stderr.contains("encode ms p50"), "stats printed: {stderr}");
 
     let probe = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-show_entries", "stream=codec_name,profile,width,height,nb_read_frames", "-of", "json"])
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_name,profile,width,height,nb_read_frames",
+            "-of",
+            "json",
+        ])
         .arg(&path)
         .output()
         .expect("ffprobe");
@@ -152,7 +172,16 @@ fn record_x11_window_and_survive_its_closing_with_a_clear_error() {
     let mut buf = vec![0u8; 400 * 300 * 4];
     let path = tmp("window.h264");
     let child = peep()
-        .args(["record", "--seconds", "20", "--fps", "30", "--no-cursor", "--source", &format!("window:{:#x}", win.window)])
+        .args([
+            "record",
+            "--seconds",
+            "20",
+            "--fps",
+            "30",
+            "--no-cursor",
+            "--source",
+            &format!("window:{:#x}", win.window),
+        ])
         .arg("--out")
         .arg(&path)
         .env("DISPLAY", x.display())
@@ -185,7 +214,16 @@ fn window_resized_mid_recording_switches_size_with_a_keyframe() {
     let mut win = DemoWindow::open(session.connection().clone(), 0, 0, 320, 240, "resized").expect("window");
     let path = tmp("resize.h264");
     let child = peep()
-        .args(["record", "--seconds", "2", "--fps", "30", "--no-cursor", "--source", &format!("window:{:#x}", win.window)])
+        .args([
+            "record",
+            "--seconds",
+            "2",
+            "--fps",
+            "30",
+            "--no-cursor",
+            "--source",
+            &format!("window:{:#x}", win.window),
+        ])
         .arg("--out")
         .arg(&path)
         .env("DISPLAY", x.display())

@@ -41,7 +41,10 @@ pub fn peep() -> std::process::Command {
 
 /// Fails with an install hint when a tool the test needs is missing.
 pub fn require_tool(tool: &str, package: &str) {
-    let found = std::process::Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success());
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
     assert!(found, "this test needs `{tool}`: install it with `apt-get install {package}`");
 }
 
