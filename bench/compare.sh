@@ -93,7 +93,7 @@ for scene in "${scenes[@]}"; do
         show-pointer=false ! "video/x-raw,framerate=$fps/1" ! videoconvert ! video/x-raw,format=I420 \
         ! openh264enc usage-type=screen rate-control=bitrate bitrate=$bitrate gop-size=300 multi-thread=1 \
         ! identity silent=false ! fakesink sync=false -v
-    gst_frames=$(grep -c 'identity0:sink.*chain' "$work/gst.out" || true)
+    gst_frames=$(cat "$work/gst.out" "$work/gst.err" | grep -c 'chain.*(identity0:sink)' || true)
 
     kill "$gen" 2>/dev/null || true
     wait "$gen" 2>/dev/null || true

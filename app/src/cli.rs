@@ -32,6 +32,8 @@ enum Command {
     },
     /// Capture and encode to an H.264 (Annex-B) file or stdout.
     Record(RecordArgs),
+    /// Share to a browser link until Ctrl-C.
+    Share(ShareArgs),
     /// Show synthetic content in a window (for benchmarks and demos).
     #[command(hide = true)]
     DemoWindow {
@@ -45,6 +47,47 @@ enum Command {
         #[arg(long, default_value_t = 0.0)]
         seconds: f64,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct ShareArgs {
+    /// Source id from `peep list` (`screen`, `monitor:NAME`, `window:0xID`,
+    /// `synthetic[:SCENE]`). Defaults to the primary display.
+    #[arg(long)]
+    source: Option<String>,
+    /// Frames per second.
+    #[arg(long, default_value_t = 30.0)]
+    fps: f32,
+    /// Highest bitrate, e.g. 4M (congestion control may go down to a quarter of it).
+    #[arg(long, value_parser = parse_bitrate, conflicts_with = "quality")]
+    bitrate: Option<u32>,
+    /// Quality preset: low, balanced, sharp or max.
+    #[arg(long)]
+    quality: Option<String>,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: std::net::IpAddr,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Viewers must enter this password.
+    #[arg(long, env = "PEEP_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Most viewers at once.
+    #[arg(long, default_value_t = 16)]
+    max_viewers: usize,
+    /// Host name or address to put in the printed link (default: this machine's LAN address).
+    #[arg(long)]
+    public_host: Option<String>,
+    /// Size of the synthetic source.
+    #[arg(long, default_value = "1920x1080", value_parser = parse_size)]
+    size: (u32, u32),
+    /// Do not draw the mouse cursor.
+    #[arg(long)]
+    no_cursor: bool,
+    /// Stop after this many seconds (default: until Ctrl-C).
+    #[arg(long)]
+    seconds: Option<f64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -106,6 +149,7 @@ pub fn run() -> Result<()> {
     match cli.command {
         Some(Command::List { json }) => list(json),
         Some(Command::Record(args)) => record(args),
+        Some(Command::Share(args)) => share(args),
         Some(Command::DemoWindow { scene, fps, seconds }) => demo_window(&scene, fps, seconds),
         None => {
             // The desktop GUI and `peep share` arrive with later milestones.
@@ -217,6 +261,87 @@ fn record(args: RecordArgs) -> Result<()> {
     let ended = pipeline.stop();
     eprintln!("{stop}");
     result.and(ended)
+}
+
+fn share(args: ShareArgs) -> Result<()> {
+    use peep_transport::ShareConfig;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use crate::presets;
+    use crate::session::Session;
+
+    let range = match (args.bitrate, args.quality.as_deref()) {
+        (Some(bps), _) => presets::range_for_bitrate(bps),
+        (None, name) => {
+            let name = name.unwrap_or(presets::DEFAULT_QUALITY);
+            let names: Vec<_> = presets::QUALITIES.iter().map(|q| q.name).collect();
+            presets::quality(name)
+                .with_context(|| format!("unknown quality {name:?} (one of: {})", names.join(", ")))?
+                .range()
+        }
+    };
+    if !(args.fps > 0.0 && args.fps <= 240.0) {
+        bail!("--fps must be between 0 and 240");
+    }
+    let backend = open_source(args.source.as_deref(), args.size, !args.no_cursor)?;
+    let description = backend.describe();
+    let encoder = OpenH264Encoder::new(OpenH264Config {
+        bitrate_bps: range.ceiling_bps,
+        fps: args.fps,
+        ..OpenH264Config::default()
+    })?;
+    let config = ShareConfig {
+        bind: args.bind,
+        port: args.port,
+        public_host: args.public_host,
+        password: args.password,
+        max_viewers: args.max_viewers,
+        bitrate: range,
+        ..ShareConfig::default()
+    };
+    let session = Session::start(
+        backend,
+        Box::new(encoder),
+        PipelineConfig { fps: args.fps, ..PipelineConfig::default() },
+        config,
+    )?;
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let interrupted = interrupted.clone();
+        ctrlc::set_handler(move || interrupted.store(true, Relaxed)).context("installing the Ctrl-C handler")?;
+    }
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "Link: {}", session.share().link())?;
+        writeln!(out, "WHEP: {}", session.share().whep_url())?;
+        out.flush()?;
+    }
+    eprintln!("peep: sharing {description}; press Ctrl-C to stop");
+    let started = Instant::now();
+    let deadline = args.seconds.map(|s| started + Duration::from_secs_f64(s.max(0.0)));
+    let mut last = (Instant::now(), 0u64, 0u64);
+    while !interrupted.load(Relaxed) && deadline.is_none_or(|d| Instant::now() < d) && !session.is_finished() {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = Instant::now();
+        if now - last.0 >= Duration::from_secs(1) {
+            let stats = session.pipeline_stats();
+            let (frames, bytes) = (stats.frames_encoded.load(Relaxed), stats.bytes.load(Relaxed));
+            let secs = (now - last.0).as_secs_f64();
+            let viewers = session.share().connected_viewers();
+            eprint!(
+                "\rviewers {viewers}  fps {:>5.1}  bitrate {:>6.0} kbps  target {:>6.0} kbps  encode {:>5.1} ms   ",
+                (frames - last.1) as f64 / secs,
+                (bytes - last.2) as f64 * 8.0 / secs / 1e3,
+                session.share().stats().target_bps.load(Relaxed) as f64 / 1e3,
+                stats.encode_time.quantile(0.5).as_secs_f64() * 1e3,
+            );
+            last = (now, frames, bytes);
+        }
+    }
+    eprintln!();
+    let result = session.stop();
+    eprintln!("peep: share ended");
+    result
 }
 
 fn pipeline_summary(p: &Pipeline, elapsed: Duration, written: u64) -> String {

@@ -19,4 +19,6 @@
 
 pub mod cli;
 pub mod pipeline;
+pub mod presets;
+pub mod session;
 pub mod stats;

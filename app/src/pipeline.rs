@@ -131,6 +131,17 @@ impl Pipeline {
         self.control.try_send(command).is_ok()
     }
 
+    /// Pauses capture and encoding (nothing is read or encoded), or resumes
+    /// with a keyframe.
+    pub fn set_paused(&self, paused: bool) {
+        if let Some(capture) = &self.capture {
+            capture.set_paused(paused);
+        }
+        if !paused {
+            self.control(Control::Keyframe);
+        }
+    }
+
     /// Receives the next packet, waiting up to `timeout`. `Ok(None)` on
     /// timeout; an error when the pipeline ended (with the reason if it failed).
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<EncodedPacket>> {

@@ -48,6 +48,7 @@ impl Default for CaptureConfig {
 #[derive(Debug)]
 pub struct CaptureHandle {
     stop: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
     fps_bits: Arc<AtomicU32>,
     thread: Option<JoinHandle<Result<()>>>,
 }
@@ -56,6 +57,12 @@ impl CaptureHandle {
     /// Changes the frame rate from the next tick on.
     pub fn set_fps(&self, fps: f32) {
         self.fps_bits.store(sanitize_fps(fps).to_bits(), Ordering::Relaxed);
+    }
+
+    /// Pauses or resumes capturing. A paused thread only sleeps: nothing is
+    /// read from the source (for example while nobody watches).
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
     }
 
     /// Asks the thread to stop (it finishes its current tick).
@@ -104,14 +111,22 @@ pub fn spawn_capture(
     stats: Arc<CaptureStats>,
 ) -> std::io::Result<CaptureHandle> {
     let stop = Arc::new(AtomicBool::new(false));
+    let paused = Arc::new(AtomicBool::new(false));
     let fps_bits = Arc::new(AtomicU32::new(sanitize_fps(config.fps).to_bits()));
     let thread = {
-        let (stop, fps_bits) = (stop.clone(), fps_bits.clone());
+        let (stop, paused, fps_bits) = (stop.clone(), paused.clone(), fps_bits.clone());
         std::thread::Builder::new().name("peep-capture".into()).spawn(move || {
             let mut seq = 0u64;
             let mut next_tick = Instant::now();
             let mut last_publish: Option<Instant> = None;
             while !stop.load(Ordering::Acquire) && !ring.consumer_gone() {
+                if paused.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(20));
+                    // Resume with a frame even if nothing changed meanwhile.
+                    last_publish = None;
+                    next_tick = Instant::now();
+                    continue;
+                }
                 let started = Instant::now();
                 let force = ring.take_frame_request() || last_publish.is_none_or(|t| started - t >= config.keepalive);
                 match backend.capture(&mut ring, seq, force)? {
@@ -141,7 +156,7 @@ pub fn spawn_capture(
             Ok(())
         })?
     };
-    Ok(CaptureHandle { stop, fps_bits, thread: Some(thread) })
+    Ok(CaptureHandle { stop, paused, fps_bits, thread: Some(thread) })
 }
 
 #[cfg(test)]
@@ -206,6 +221,22 @@ mod tests {
         // 20 ticks in a second, give or take scheduling on a loaded machine.
         assert!((15..=22).contains(&frames), "{frames} frames in 1 s at 20 fps");
         assert_eq!(stats.frames_unchanged.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn paused_capture_publishes_nothing_and_resumes_with_a_frame() {
+        let (producer, mut consumer) = frame_ring();
+        let backend = SyntheticBackend::new(32, 32, Scene::Static).expect("backend");
+        let config = CaptureConfig { fps: 100.0, keepalive: Duration::from_secs(3600) };
+        let handle = spawn_capture(Box::new(backend), producer, config, Arc::default()).expect("spawn");
+        assert!(matches!(consumer.take_timeout(Duration::from_secs(5)), Take::Frame(_)));
+        handle.set_paused(true);
+        std::thread::sleep(Duration::from_millis(50));
+        while consumer.try_take().is_some() {}
+        consumer.request_frame();
+        assert!(matches!(consumer.take_timeout(Duration::from_millis(300)), Take::Timeout), "paused");
+        handle.set_paused(false);
+        assert!(matches!(consumer.take_timeout(Duration::from_secs(5)), Take::Frame(_)), "resumed");
     }
 
     #[test]

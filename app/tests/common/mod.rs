@@ -1,6 +1,8 @@
 //! Helpers shared by the app's scenario tests.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use openh264::decoder::Decoder;
 use openh264::formats::YUVSource;
 use peep_capture::marks::{FrameMark, read_mark_luma};

@@ -1,0 +1,122 @@
+//! A sharing session: the media pipeline feeding a [`Share`], with the
+//! fan-out thread between them. Used by `peep share` (and the GUI later).
+//!
+//! ```text
+//! Pipeline ──packets──▶ peep-fanout ──send_frame──▶ Share (viewers)
+//!    ▲                        │
+//!    └── Control ◀── EncoderRequest (keyframes, bitrate) ◀──┘
+//! ```
+//!
+//! While nobody watches, capture and encoding are paused: an idle share
+//! costs nothing but the HTTP server.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use peep_capture::backend::CaptureBackend;
+use peep_encode::Encoder;
+use peep_transport::{EncoderRequest, Share, ShareConfig};
+
+use crate::pipeline::{Control, Pipeline, PipelineConfig};
+
+/// A running share.
+#[derive(Debug)]
+pub struct Session {
+    share: Arc<Share>,
+    stop: Arc<AtomicBool>,
+    fanout: Option<JoinHandle<Result<()>>>,
+    pipeline_stats: Arc<crate::stats::PipelineStats>,
+    capture_stats: Arc<peep_capture::driver::CaptureStats>,
+}
+
+impl Session {
+    /// Starts the server and the pipeline.
+    pub fn start(
+        backend: Box<dyn CaptureBackend>,
+        encoder: Box<dyn Encoder>,
+        pipeline: PipelineConfig,
+        share: ShareConfig,
+    ) -> Result<Self> {
+        let share = Arc::new(Share::start(share).context("starting the share server")?);
+        let mut pipeline = Pipeline::start(backend, encoder, pipeline)?;
+        pipeline.set_paused(true);
+        let (pipeline_stats, capture_stats) = (pipeline.stats.clone(), pipeline.capture_stats.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        let fanout = {
+            let (share, stop) = (share.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("peep-fanout".into())
+                .spawn(move || fan_out(&mut pipeline, &share, &stop).and(pipeline.stop()))
+                .context("starting the fan-out thread")?
+        };
+        Ok(Self { share, stop, fanout: Some(fanout), pipeline_stats, capture_stats })
+    }
+
+    /// The share (link, viewers, kick, password).
+    pub fn share(&self) -> &Share {
+        &self.share
+    }
+
+    /// Encoder-side stats.
+    pub fn pipeline_stats(&self) -> &crate::stats::PipelineStats {
+        &self.pipeline_stats
+    }
+
+    /// Capture-side stats.
+    pub fn capture_stats(&self) -> &peep_capture::driver::CaptureStats {
+        &self.capture_stats
+    }
+
+    /// Whether the pipeline ended on its own (e.g. the shared window closed).
+    pub fn is_finished(&self) -> bool {
+        self.fanout.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Stops the pipeline, tells viewers the share ended, and returns the
+    /// pipeline's error if it failed.
+    pub fn stop(mut self) -> Result<()> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<()> {
+        self.stop.store(true, Ordering::Release);
+        let result = match self.fanout.take() {
+            Some(t) => t.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the fan-out thread panicked"))),
+            None => Ok(()),
+        };
+        // The fan-out thread held the only other reference to the share:
+        // dropping the session now shuts it down and tells the viewers.
+        result
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.stop_inner();
+    }
+}
+
+fn fan_out(pipeline: &mut Pipeline, share: &Share, stop: &AtomicBool) -> Result<()> {
+    let mut paused = true;
+    while !stop.load(Ordering::Acquire) {
+        let watching = share.connected_viewers() > 0;
+        if watching == paused {
+            paused = !watching;
+            pipeline.set_paused(paused);
+        }
+        if let Some(packet) = pipeline.recv_timeout(Duration::from_millis(50))? {
+            share.send_frame(&packet.data, packet.keyframe, packet.captured_at);
+        }
+        for request in share.encoder_requests().try_iter() {
+            let control = match request {
+                EncoderRequest::Keyframe => Control::Keyframe,
+                EncoderRequest::SetBitrate(bps) => Control::SetBitrate(bps),
+            };
+            pipeline.control(control);
+        }
+    }
+    Ok(())
+}

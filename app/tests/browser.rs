@@ -1,0 +1,171 @@
+//! Watching a share in a real headless Chromium.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use common::browser::{Browser, Page};
+use peep::pipeline::PipelineConfig;
+use peep::session::Session;
+use peep_capture::backend::synthetic::SyntheticBackend;
+use peep_capture::synthetic::Scene;
+use peep_encode::{OpenH264Config, OpenH264Encoder};
+use peep_transport::{BitrateRange, ShareConfig};
+use serde_json::Value;
+
+const LIVE: &str = "window.peep && peep.state() === 'live'";
+
+fn session(config: ShareConfig) -> Session {
+    let source = SyntheticBackend::new(640, 360, Scene::Typing).expect("source");
+    let encoder =
+        OpenH264Encoder::new(OpenH264Config { bitrate_bps: 2_000_000, fps: 30.0, ..OpenH264Config::default() })
+            .expect("encoder");
+    let config = ShareConfig {
+        bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: 0,
+        bitrate: BitrateRange::new(500_000, 2_000_000),
+        ..config
+    };
+    Session::start(Box::new(source), Box::new(encoder), PipelineConfig::default(), config).expect("session")
+}
+
+/// Reads marks from the playing video for `duration`; returns the counters seen.
+fn read_marks(b: &mut Browser, page: &Page, duration: Duration) -> Vec<u64> {
+    let deadline = Instant::now() + duration;
+    let mut counters = Vec::new();
+    while Instant::now() < deadline {
+        let mark = b.eval(page, "window.__peepReadMark()");
+        if let Some(c) = mark.get("counter").and_then(Value::as_u64) {
+            counters.push(c);
+        }
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    counters
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn viewer_decodes_live_frames_with_increasing_marks() {
+    let s = session(ShareConfig::default());
+    let mut b = Browser::launch();
+    let page = b.open(s.share().link());
+    b.wait_for(&page, LIVE, Duration::from_secs(20));
+    let counters = read_marks(&mut b, &page, Duration::from_millis(1500));
+    assert!(counters.len() >= 10, "marks read: {counters:?}");
+    assert!(counters.windows(2).all(|w| w[0] <= w[1]), "counters never go back: {counters:?}");
+    let distinct = counters.windows(2).filter(|w| w[0] < w[1]).count();
+    assert!(distinct >= 5, "the picture changes: {counters:?}");
+    // getStats agrees: frames keep being decoded.
+    b.wait_for(&page, "peep.stats().framesDecoded > 0", Duration::from_secs(5));
+    let first = b.stats(&page)["framesDecoded"].as_u64().unwrap_or(0);
+    b.wait_for(&page, &format!("peep.stats().framesDecoded > {first} + 20"), Duration::from_secs(5));
+    let stats = b.stats(&page);
+    assert_eq!((stats["width"].as_u64(), stats["height"].as_u64()), (Some(640), Some(360)));
+}
+
+#[test]
+fn two_viewers_share_one_encoder_and_can_leave_and_rejoin() {
+    let s = session(ShareConfig::default());
+    let mut b = Browser::launch();
+    let a = b.open(s.share().link());
+    let c = b.open(s.share().link());
+    b.wait_for(&a, LIVE, Duration::from_secs(20));
+    b.wait_for(&c, LIVE, Duration::from_secs(20));
+    assert_eq!(s.share().connected_viewers(), 2);
+    // One encode serves both: encoded frames advance at the capture rate,
+    // and each viewer is sent (nearly) all of them.
+    let encoded0 = s.pipeline_stats().frames_encoded.load(std::sync::atomic::Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(2));
+    let encoded = s.pipeline_stats().frames_encoded.load(std::sync::atomic::Ordering::Relaxed) - encoded0;
+    assert!((40..=70).contains(&encoded), "{encoded} frames encoded in 2 s at 30 fps for two viewers");
+    for v in s.share().viewers() {
+        assert!(v.frames_sent > 30, "{v:?}");
+    }
+    // A leaves (its page says goodbye with DELETE); C keeps playing.
+    b.close(&a);
+    wait_until("the departed viewer to be removed", Duration::from_secs(10), || s.share().connected_viewers() == 1);
+    let before = read_marks(&mut b, &c, Duration::from_millis(600));
+    let after = read_marks(&mut b, &c, Duration::from_millis(600));
+    assert!(after.last() > before.last(), "the remaining viewer still gets new frames: {before:?} {after:?}");
+    // A comes back.
+    let a = b.open(s.share().link());
+    b.wait_for(&a, LIVE, Duration::from_secs(20));
+    assert_eq!(s.share().connected_viewers(), 2);
+    assert!(s.share().stats().viewers_joined.load(std::sync::atomic::Ordering::Relaxed) >= 3);
+}
+
+#[test]
+fn wrong_token_and_wrong_password_are_refused_with_a_message() {
+    let s = session(ShareConfig { password: Some("hunter2".into()), ..ShareConfig::default() });
+    let mut b = Browser::launch();
+    let bad = b.open(&format!("{}0", s.share().link()));
+    assert_eq!(b.status_text(&bad), "This link is invalid or the share has ended.");
+
+    let page = b.open(s.share().link());
+    b.wait_for(&page, "peep.state() === 'password'", Duration::from_secs(10));
+    b.eval(&page, "document.getElementById('password-input').value = 'letmein'; document.getElementById('password').requestSubmit()");
+    b.wait_for(&page, "peep.state() === 'wrongPassword'", Duration::from_secs(10));
+    assert_eq!(b.status_text(&page), "Wrong password. Try again.");
+    assert_eq!(s.share().connected_viewers(), 0);
+    b.eval(&page, "document.getElementById('password-input').value = 'hunter2'; document.getElementById('password').requestSubmit()");
+    b.wait_for(&page, LIVE, Duration::from_secs(20));
+}
+
+#[test]
+fn keyframe_request_from_the_browser_produces_a_keyframe() {
+    // The share withholds the viewer's first keyframe: Chromium cannot
+    // decode what follows and asks for one with PLI.
+    let s = session(ShareConfig { fault_drop_first_keyframe: true, ..ShareConfig::default() });
+    let mut b = Browser::launch();
+    let page = b.open(s.share().link());
+    b.wait_for(&page, LIVE, Duration::from_secs(20));
+    let viewer = s.share().viewers().pop().expect("one viewer");
+    assert!(viewer.keyframe_requests >= 1, "the browser asked for a keyframe: {viewer:?}");
+    let forced = s.share().stats().keyframes_forced.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(forced >= 2, "one keyframe for joining, one for the request: {forced}");
+    b.wait_for(&page, "peep.stats().keyFramesDecoded >= 1", Duration::from_secs(5));
+}
+
+#[test]
+fn kick_and_share_end_are_shown_on_the_page() {
+    let s = session(ShareConfig::default());
+    let mut b = Browser::launch();
+    let kicked = b.open(s.share().link());
+    b.wait_for(&kicked, LIVE, Duration::from_secs(20));
+    let watching = b.open(s.share().link());
+    b.wait_for(&watching, LIVE, Duration::from_secs(20));
+    let first = s.share().viewers().into_iter().max_by_key(|v| v.connected_for).expect("viewer").id;
+    assert!(s.share().kick(&first));
+    b.wait_for(&kicked, "peep.state() === 'kicked'", Duration::from_secs(10));
+    assert_eq!(b.status_text(&kicked), "You were removed from this share.");
+    s.stop().expect("clean stop");
+    b.wait_for(&watching, "peep.state() === 'ended'", Duration::from_secs(10));
+    assert_eq!(b.status_text(&watching), "The share has ended.");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(b.eval(&kicked, "peep.state()"), "kicked", "a kicked page does not reconnect");
+}
+
+#[test]
+fn a_vanished_viewer_never_stalls_the_others_and_is_freed() {
+    let s = session(ShareConfig::default());
+    let mut staying = Browser::launch();
+    let mut vanishing = Browser::launch();
+    let page = staying.open(s.share().link());
+    let gone = vanishing.open(s.share().link());
+    staying.wait_for(&page, LIVE, Duration::from_secs(20));
+    vanishing.wait_for(&gone, LIVE, Duration::from_secs(20));
+    assert_eq!(s.share().connected_viewers(), 2);
+    vanishing.kill(); // no goodbye
+    let counters = read_marks(&mut staying, &page, Duration::from_secs(3));
+    let distinct = counters.windows(2).filter(|w| w[0] < w[1]).count();
+    assert!(distinct >= 20, "the staying viewer kept receiving frames: {counters:?}");
+    wait_until("the vanished viewer to be freed", Duration::from_secs(20), || s.share().viewers().len() == 1);
+}

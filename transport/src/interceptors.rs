@@ -1,0 +1,212 @@
+//! Interceptors Peep adds to each viewer's RTP/RTCP chain.
+//!
+//! * [`RtcpTap`], wire-most, reads every incoming RTCP packet into the
+//!   viewer's atomic stats: RTT and loss from receiver reports (the `rtc`
+//!   0.21 stats leave them at zero), PLI/FIR/NACK counts.
+//! * [`KeyframeRequestForwarder`], application-most, marks PLI and FIR for
+//!   delivery to the local track, where the viewer task turns them into
+//!   coalesced keyframe requests (without it they never leave the chain).
+//! * [`ReportingGcc`] wraps the GCC estimator: it publishes the estimate to
+//!   the viewer's stats and gives the pacer 2.5× headroom (`rtc`'s pacer
+//!   paces at exactly the target it is given; at 1× keyframes queue behind the
+//!   budget and the viewer's jitter buffer grows).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use rtc::interceptor::{
+    Attribute, BandwidthEstimator, EstimatorStats, Gcc, Interceptor, Packet, PacketReport, StreamInfo, TaggedPacket,
+};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::sansio::Protocol;
+use rtc::shared::error::Error as RtcError;
+
+use crate::viewer::ViewerStats;
+
+/// Pacer headroom over the GCC estimate.
+pub const PACING_FACTOR: f64 = 2.5;
+
+/// Middle 32 bits of the current NTP time (RFC 3550 compact form, 1/65536 s).
+fn ntp_compact_now() -> u32 {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() + 0x83AA_7E80; // 1900 → 1970
+    let frac = (u64::from(d.subsec_nanos()) << 32) / 1_000_000_000;
+    (((secs & 0xFFFF) << 16) | (frac >> 16)) as u32
+}
+
+/// A pass-through queue pair: the part every interceptor here shares.
+#[derive(Default)]
+struct Queues {
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+macro_rules! pass_through_interceptor {
+    ($ty:ty) => {
+        impl Interceptor for $ty {
+            fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+            fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+            fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+            fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+        }
+    };
+}
+
+/// Reads incoming RTCP into a viewer's stats; passes everything on.
+pub struct RtcpTap {
+    stats: Arc<ViewerStats>,
+    queues: Queues,
+}
+
+impl RtcpTap {
+    /// A tap writing into `stats`.
+    pub fn new(stats: Arc<ViewerStats>) -> Self {
+        Self { stats, queues: Queues::default() }
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = RtcError;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), RtcError> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            let s = &self.stats;
+            for p in packets {
+                let any = p.as_any();
+                if any.is::<PictureLossIndication>() {
+                    s.pli.fetch_add(1, Ordering::Relaxed);
+                } else if any.is::<FullIntraRequest>() {
+                    s.fir.fetch_add(1, Ordering::Relaxed);
+                } else if any.is::<TransportLayerNack>() {
+                    s.nack.fetch_add(1, Ordering::Relaxed);
+                } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+                    for block in &rr.reports {
+                        s.packets_lost.store(u64::from(block.total_lost), Ordering::Relaxed);
+                        s.fraction_lost_256.store(u32::from(block.fraction_lost), Ordering::Relaxed);
+                        if block.last_sender_report != 0 {
+                            let rtt =
+                                ntp_compact_now().wrapping_sub(block.last_sender_report).wrapping_sub(block.delay);
+                            // A "negative" RTT (clock jitter) wraps to a huge value: ignore it.
+                            if rtt < 0x8000_0000 {
+                                s.rtt_us.store(u64::from(rtt) * 1_000_000 / 65_536, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.queues.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.queues.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), RtcError> {
+        self.queues.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.queues.write.pop_front()
+    }
+}
+pass_through_interceptor!(RtcpTap);
+
+/// Delivers PLI and FIR to the application; drops other RTCP at the chain's
+/// end (as the default terminus would).
+#[derive(Default)]
+pub struct KeyframeRequestForwarder {
+    queues: Queues,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = RtcError;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), RtcError> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            let keep: Vec<Box<dyn rtc::rtcp::Packet>> = packets
+                .iter()
+                .filter(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>())
+                .cloned()
+                .collect();
+            if keep.is_empty() {
+                return Ok(());
+            }
+            msg.message.packet = Packet::Rtcp(keep);
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.queues.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.queues.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), RtcError> {
+        self.queues.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.queues.write.pop_front()
+    }
+}
+pass_through_interceptor!(KeyframeRequestForwarder);
+
+/// GCC that publishes its estimate and gives the pacer headroom.
+pub struct ReportingGcc {
+    inner: Gcc,
+    stats: Arc<ViewerStats>,
+}
+
+impl ReportingGcc {
+    /// GCC starting at `start_bps`, bounded to `[min_bps, max_bps]`.
+    pub fn new(start_bps: f64, min_bps: f64, max_bps: f64, stats: Arc<ViewerStats>) -> Self {
+        stats.estimate_bps.store(start_bps as u64, Ordering::Relaxed);
+        Self { inner: Gcc::new(start_bps, min_bps, max_bps), stats }
+    }
+
+    fn publish(&self) {
+        self.stats.estimate_bps.store(self.inner.target_bitrate() as u64, Ordering::Relaxed);
+    }
+}
+
+impl BandwidthEstimator for ReportingGcc {
+    fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+        self.inner.on_reports(now, reports);
+        self.publish();
+    }
+
+    fn target_bitrate(&self) -> f64 {
+        self.inner.target_bitrate() * PACING_FACTOR
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.inner.handle_timeout(now);
+        self.publish();
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.inner.poll_timeout()
+    }
+
+    fn stats(&self) -> EstimatorStats {
+        self.inner.stats()
+    }
+}

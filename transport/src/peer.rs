@@ -1,0 +1,293 @@
+//! One viewer's peer connection: answering its WHEP offer and feeding it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::{PacerBuilder, Slot};
+use rtc::media::Sample;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::{CongestionFeedback, configure_congestion_control};
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::transport::RTCDtlsRole;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use tokio::sync::{mpsc, watch};
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceGatheringState,
+    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder, configure_nack,
+    configure_rtcp_reports,
+};
+use webrtc::rtp_transceiver::RtpSender;
+
+use crate::codecs::{choose_payload_type, h264_codecs};
+use crate::error::{Result, TransportError};
+use crate::interceptors::{KeyframeRequestForwarder, PACING_FACTOR, ReportingGcc, RtcpTap};
+use crate::keyframe::KeyframeReason;
+use crate::share::{Frame, Notice, Shared, VIEWER_QUEUE_FRAMES, Viewer};
+use crate::viewer::{ViewerState, ViewerStats};
+
+/// How long ICE/DTLS may take before a viewer is given up.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Without consent for this long a viewer is considered disconnected…
+pub const ICE_DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(3);
+/// …and for this long, gone (its resources are freed).
+pub const ICE_FAILED_TIMEOUT: Duration = Duration::from_secs(8);
+
+fn webrtc_err(e: impl std::fmt::Display) -> TransportError {
+    TransportError::WebRtc(e.to_string())
+}
+
+/// A viewer's peer connection, closable from anywhere.
+#[derive(Clone)]
+pub(crate) struct PeerHandle {
+    pc: Arc<dyn PeerConnection>,
+}
+
+impl PeerHandle {
+    pub async fn close(&self) {
+        if let Err(e) = self.pc.close().await {
+            tracing::debug!("closing a peer connection: {}", truncate(&e.to_string()));
+        }
+    }
+}
+
+/// webrtc errors can print whole packets: keep log lines short.
+fn truncate(s: &str) -> &str {
+    let end = s.char_indices().nth(160).map_or(s.len(), |(i, _)| i);
+    &s[..end]
+}
+
+struct Events {
+    gathering: watch::Sender<RTCIceGatheringState>,
+    state: watch::Sender<RTCPeerConnectionState>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Events {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        let _ = self.gathering.send(state);
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.state.send(state);
+    }
+}
+
+fn media_engine_and_registry(
+    stats: &Arc<ViewerStats>,
+    start_bps: u32,
+    max_bps: u32,
+) -> Result<(MediaEngine, Registry)> {
+    let mut media = MediaEngine::default();
+    // Codecs first: the configure_* helpers add feedback to registered codecs only.
+    for codec in h264_codecs() {
+        media.register_codec(codec, RtpCodecKind::Video).map_err(webrtc_err)?;
+    }
+    let mut registry = Registry::new();
+    registry = configure_nack(registry, &mut media);
+    registry = configure_rtcp_reports(registry);
+    let gcc = ReportingGcc::new(f64::from(start_bps), 50_000.0, f64::from(max_bps) * 1.5, stats.clone());
+    registry = configure_congestion_control(registry, gcc, CongestionFeedback::Twcc, &mut media).map_err(webrtc_err)?;
+    // The pacer's own default start rate is 1 Mbps until the first estimate.
+    registry = registry
+        .with(Slot::Pacer, PacerBuilder::new().with_target_bitrate(f64::from(start_bps) * PACING_FACTOR).build());
+    registry = registry
+        .with(Slot::from(500), RtcpTap::new(stats.clone()))
+        .with(Slot::from(14_000), KeyframeRequestForwarder::default());
+    Ok((media, registry))
+}
+
+/// Answers a viewer's offer; on success the viewer is registered and its
+/// task runs until it leaves. Returns the session id and the SDP answer.
+pub(crate) async fn accept_offer(
+    shared: Arc<Shared>,
+    offer_sdp: String,
+    remote: SocketAddr,
+) -> Result<(String, String)> {
+    if !offer_sdp.lines().any(|l| l.starts_with("m=video")) {
+        return Err(TransportError::BadOffer("the offer has no video section".into()));
+    }
+    let offer = RTCSessionDescription::offer(offer_sdp)
+        .map_err(|e| TransportError::BadOffer(truncate(&e.to_string()).to_owned()))?;
+    let stats = Arc::new(ViewerStats::new());
+    let range = shared.range();
+    let (media, registry) = media_engine_and_registry(&stats, shared.start_bps(), range.ceiling_bps)?;
+    let settings = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        // a=setup:passive: the browser starts DTLS as soon as ICE connects.
+        .with_answering_dtls_role(RTCDtlsRole::Server)
+        .with_ice_timeouts(Some(ICE_DISCONNECTED_TIMEOUT), Some(ICE_FAILED_TIMEOUT), Some(Duration::from_secs(1)))
+        .build();
+    let (gathering_tx, mut gathering) = watch::channel(RTCIceGatheringState::New);
+    let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
+    let udp_addrs: Vec<String> = shared.udp_ips.iter().map(|ip| SocketAddr::new(*ip, 0).to_string()).collect();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(media)
+        .with_setting_engine(settings)
+        .with_interceptor_registry(registry)
+        .with_handler(Arc::new(Events { gathering: gathering_tx, state: state_tx }))
+        .with_udp_addrs(udp_addrs)
+        .build()
+        .await
+        .map_err(webrtc_err)?;
+    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+    let peer = PeerHandle { pc: pc.clone() };
+    let answer = async {
+        let ssrc =
+            crate::auth::random_hex(4).ok().and_then(|h| u32::from_str_radix(&h, 16).ok()).unwrap_or(0x5eed_0001);
+        let track = Arc::new(
+            TrackLocalStaticSample::new(
+                Instant::now(),
+                MediaStreamTrack::new(
+                    "peep".to_owned(),
+                    "screen".to_owned(),
+                    "screen".to_owned(),
+                    RtpCodecKind::Video,
+                    vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                        codec: h264_codecs()[0].rtp_codec.clone(),
+                        ..Default::default()
+                    }],
+                ),
+            )
+            .map_err(webrtc_err)?,
+        );
+        let sender = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await.map_err(webrtc_err)?;
+        pc.set_remote_description(offer)
+            .await
+            .map_err(|e| TransportError::BadOffer(truncate(&e.to_string()).to_owned()))?;
+        let answer =
+            pc.create_answer(None).await.map_err(|e| TransportError::BadOffer(truncate(&e.to_string()).to_owned()))?;
+        pc.set_local_description(answer).await.map_err(webrtc_err)?;
+        tokio::time::timeout(Duration::from_secs(3), gathering.wait_for(|s| *s == RTCIceGatheringState::Complete))
+            .await
+            .map_err(|_| webrtc_err("ICE gathering timed out"))?
+            .map_err(webrtc_err)?;
+        let sdp = pc.local_description().await.ok_or_else(|| webrtc_err("no local description"))?.sdp;
+        Ok::<_, TransportError>((sdp, track, sender, ssrc))
+    }
+    .await;
+    let (sdp, track, sender, ssrc) = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            peer.close().await;
+            return Err(e);
+        }
+    };
+    let id = crate::auth::random_hex(8)?;
+    let (queue, frames) = mpsc::channel(VIEWER_QUEUE_FRAMES);
+    let (notice, _) = watch::channel(Notice::None);
+    let viewer = Arc::new(Viewer {
+        id: id.clone(),
+        remote,
+        since: Instant::now(),
+        stats,
+        queue,
+        notice,
+        peer,
+        fault_drop_keyframe: std::sync::atomic::AtomicBool::new(shared.fault_drop_first_keyframe),
+    });
+    crate::share::lock(&shared.viewers).insert(id.clone(), viewer.clone());
+    shared.stats.viewers_joined.fetch_add(1, Ordering::Relaxed);
+    tokio::spawn(run_viewer(shared, viewer, track, sender, ssrc, state, frames));
+    Ok((id, sdp))
+}
+
+/// Drives one viewer from connection to departure.
+async fn run_viewer(
+    shared: Arc<Shared>,
+    viewer: Arc<Viewer>,
+    track: Arc<TrackLocalStaticSample>,
+    sender: Arc<dyn RtpSender>,
+    ssrc: u32,
+    mut state: watch::Receiver<RTCPeerConnectionState>,
+    mut frames: mpsc::Receiver<Frame>,
+) {
+    let ok = {
+        let wait = state.wait_for(|s| {
+            matches!(
+                s,
+                RTCPeerConnectionState::Connected | RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+            )
+        });
+        match tokio::time::timeout(CONNECT_TIMEOUT, wait).await {
+            Ok(Ok(s)) => *s == RTCPeerConnectionState::Connected,
+            _ => false,
+        }
+    };
+    let payload_type = if ok {
+        sender.get_parameters().await.ok().and_then(|p| choose_payload_type(&p.rtp_parameters.codecs))
+    } else {
+        None
+    };
+    if let Some(pt) = payload_type {
+        viewer.stats.set_state(ViewerState::Connected);
+        shared.request_keyframe(KeyframeReason::NewViewer);
+        // Keyframe requests from this viewer's decoder.
+        let rtcp = {
+            let (track, shared) = (track.clone(), shared.clone());
+            tokio::spawn(async move {
+                while let Some(event) = track.poll().await {
+                    if let TrackLocalEvent::OnRtcpPacket(packets) = event {
+                        for p in packets {
+                            if p.as_any().is::<PictureLossIndication>() {
+                                shared.request_keyframe(KeyframeReason::Pli);
+                            } else if p.as_any().is::<FullIntraRequest>() {
+                                shared.request_keyframe(KeyframeReason::Fir);
+                            }
+                        }
+                    }
+                }
+            })
+        };
+        let mut last_captured: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                frame = frames.recv() => {
+                    let Some(frame) = frame else { break };
+                    // RTP time advances by the real gap between captures: a
+                    // variable frame rate must not build delay in the viewer.
+                    let duration = last_captured.map_or(Duration::from_millis(33), |t| frame.captured_at.saturating_duration_since(t));
+                    last_captured = Some(frame.captured_at);
+                    let len = frame.data.len() as u64;
+                    let sample = Sample { data: frame.data, duration, ..Sample::new(frame.captured_at) };
+                    if let Err(e) = track.sample_writer(ssrc, pt).write_sample(&sample).await {
+                        tracing::debug!("viewer {}: write failed: {}", viewer.id, truncate(&e.to_string()));
+                        break;
+                    }
+                    viewer.stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+                    viewer.stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
+                }
+                changed = state.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let s = *state.borrow_and_update();
+                    match s {
+                        RTCPeerConnectionState::Disconnected => viewer.stats.set_state(ViewerState::Disconnected),
+                        RTCPeerConnectionState::Connected => {
+                            viewer.stats.set_state(ViewerState::Connected);
+                            viewer.stats.needs_keyframe.store(true, Ordering::Relaxed);
+                            shared.request_keyframe(KeyframeReason::Recovery);
+                        }
+                        RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => break,
+                        _ => {}
+                    }
+                }
+            }
+            if viewer.stats.state() == ViewerState::Closed {
+                break;
+            }
+        }
+        rtcp.abort();
+    }
+    shared.remove_viewer(&viewer.id);
+    viewer.peer.close().await;
+}

@@ -1,0 +1,137 @@
+//! Combining viewers' bandwidth estimates into one encoder bitrate.
+//!
+//! One encode feeds every viewer, so one bitrate must suit them all. Each
+//! viewer's connection runs GCC on its TWCC feedback; the encoder target is
+//! the **lowest** estimate among connected viewers (times a margin for RTP
+//! and retransmission overhead), clamped to the quality preset's floor and
+//! ceiling. Below the floor Peep does not degrade everyone further: a viewer
+//! whose link cannot carry the floor falls behind, its queue overflows, it
+//! skips to the next keyframe, and the others are unaffected. Changes are
+//! applied when they move the target by more than 10 % (or reach a bound),
+//! at most every 250 ms, so the encoder is not reconfigured on every report.
+
+use std::time::{Duration, Instant};
+
+/// Share of the estimate given to the encoder (the rest covers RTP headers,
+/// RTCP and retransmissions).
+pub const ESTIMATE_MARGIN: f64 = 0.85;
+/// Minimum time between encoder bitrate changes.
+pub const MIN_UPDATE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A bitrate range, in bits per second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BitrateRange {
+    /// Never go below this.
+    pub floor_bps: u32,
+    /// Never go above this.
+    pub ceiling_bps: u32,
+}
+
+impl BitrateRange {
+    /// A range; `floor` is raised to at least 50 kbps and `ceiling` to at least `floor`.
+    pub fn new(floor_bps: u32, ceiling_bps: u32) -> Self {
+        let floor_bps = floor_bps.max(50_000);
+        Self { floor_bps, ceiling_bps: ceiling_bps.max(floor_bps) }
+    }
+
+    /// Clamps a value into the range.
+    pub fn clamp(&self, bps: u32) -> u32 {
+        bps.clamp(self.floor_bps, self.ceiling_bps)
+    }
+}
+
+/// Decides the encoder bitrate from the viewers' estimates.
+#[derive(Debug, Clone)]
+pub struct RateController {
+    range: BitrateRange,
+    current_bps: u32,
+    last_change: Option<Instant>,
+}
+
+impl RateController {
+    /// Starts at the ceiling: GCC probes down quickly on a bad link, and a
+    /// screen share's first seconds (the first keyframe) deserve quality.
+    pub fn new(range: BitrateRange) -> Self {
+        Self { range, current_bps: range.ceiling_bps, last_change: None }
+    }
+
+    /// The bitrate the encoder should run at now.
+    pub fn current_bps(&self) -> u32 {
+        self.current_bps
+    }
+
+    /// The range in force.
+    pub fn range(&self) -> BitrateRange {
+        self.range
+    }
+
+    /// Changes the range (a preset change); returns the new target if it moved.
+    pub fn set_range(&mut self, range: BitrateRange, now: Instant) -> Option<u32> {
+        self.range = range;
+        let target = range.clamp(self.current_bps);
+        self.change(target, now, true)
+    }
+
+    /// Feeds the current estimates (bps) of all connected viewers. Returns a
+    /// new encoder bitrate when it should change.
+    pub fn update(&mut self, estimates_bps: impl IntoIterator<Item = f64>, now: Instant) -> Option<u32> {
+        let lowest = estimates_bps.into_iter().filter(|e| e.is_finite() && *e > 0.0).reduce(f64::min)?;
+        let target = self.range.clamp((lowest * ESTIMATE_MARGIN).min(f64::from(u32::MAX)) as u32);
+        self.change(target, now, false)
+    }
+
+    fn change(&mut self, target: u32, now: Instant, immediate: bool) -> Option<u32> {
+        if target == self.current_bps {
+            return None;
+        }
+        let relative = (f64::from(target) - f64::from(self.current_bps)).abs() / f64::from(self.current_bps.max(1));
+        let at_bound = target == self.range.floor_bps || target == self.range.ceiling_bps;
+        let waited = self.last_change.is_none_or(|t| now.saturating_duration_since(t) >= MIN_UPDATE_INTERVAL);
+        if immediate || (waited && (relative > 0.10 || at_bound)) {
+            self.current_bps = target;
+            self.last_change = Some(now);
+            Some(target)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lowest_viewer_sets_the_rate_within_the_range() {
+        let t0 = Instant::now();
+        let mut r = RateController::new(BitrateRange::new(500_000, 4_000_000));
+        assert_eq!(r.current_bps(), 4_000_000);
+        let got = r.update([10e6, 2e6, 3e6], t0);
+        assert_eq!(got, Some(1_700_000));
+        // A viewer below the floor does not drag everyone below it.
+        assert_eq!(r.update([100e3, 5e6], t0 + Duration::from_secs(1)), Some(500_000));
+        // Plenty of bandwidth: back to the ceiling.
+        assert_eq!(r.update([50e6], t0 + Duration::from_secs(2)), Some(4_000_000));
+        // No viewers: no change.
+        assert_eq!(r.update([], t0 + Duration::from_secs(3)), None);
+    }
+
+    #[test]
+    fn small_or_fast_changes_are_held_back() {
+        let t0 = Instant::now();
+        let mut r = RateController::new(BitrateRange::new(100_000, 10_000_000));
+        assert_eq!(r.update([4e6], t0), Some(3_400_000));
+        assert_eq!(r.update([4.2e6], t0 + Duration::from_secs(1)), None, "under 10 %");
+        assert_eq!(r.update([2e6], t0 + Duration::from_millis(1100)), None, "too soon");
+        assert_eq!(r.update([2e6], t0 + Duration::from_millis(1300)), Some(1_700_000));
+        assert_eq!(r.update([f64::NAN, -1.0], t0 + Duration::from_secs(9)), None);
+    }
+
+    #[test]
+    fn preset_change_applies_at_once() {
+        let t0 = Instant::now();
+        let mut r = RateController::new(BitrateRange::new(1_000_000, 8_000_000));
+        assert_eq!(r.set_range(BitrateRange::new(300_000, 1_000_000), t0), Some(1_000_000));
+        assert_eq!(r.range().ceiling_bps, 1_000_000);
+    }
+}

@@ -1,0 +1,253 @@
+//! The embedded HTTP server: the viewer page and WHEP signalling.
+//!
+//! | method | path | answer |
+//! |---|---|---|
+//! | GET | `/s/{token}` | the viewer page (404 page when the token is wrong) |
+//! | GET | `/assets/{file}` | the page's script and style |
+//! | POST | `/s/{token}/whep` | `application/sdp` offer → `201 Created`, SDP answer, `Location` |
+//! | DELETE | `/s/{token}/whep/{session}` | leave |
+//! | PATCH | `/s/{token}/whep/{session}` | `405`: no trickle ICE, offers carry all candidates |
+//! | GET | `/s/{token}/events/{session}` | server-sent events: `kicked`, `ended` |
+//!
+//! Errors are plain-text 4xx with a sentence a person can act on: 400 bad
+//! SDP, 401 password required or wrong (`WWW-Authenticate: Bearer`), 404
+//! wrong token or unknown session, 413 body over 64 KiB, 415 wrong content
+//! type, 429 too many wrong passwords (`Retry-After`), 503 share full or
+//! ending. WHEP routes allow cross-origin use, so any WHEP player can watch.
+//! Request paths carry the token and are never logged.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::WatchStream;
+
+use crate::auth::constant_time_eq;
+use crate::share::{Notice, Shared, lock};
+
+/// Largest accepted request body (an SDP offer is 3–10 KiB).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+const VIEWER_HTML: &str = include_str!("../../assets/viewer/index.html");
+const VIEWER_JS: &str = include_str!("../../assets/viewer/viewer.js");
+const VIEWER_CSS: &str = include_str!("../../assets/viewer/viewer.css");
+const INVALID_HTML: &str = include_str!("../../assets/viewer/invalid.html");
+
+type AppState = Arc<Shared>;
+
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let app = router(shared);
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            let _ = stop.await;
+        })
+        .await;
+    if let Err(e) = served {
+        tracing::warn!("HTTP server stopped: {e}");
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/s/{token}", get(viewer_page))
+        .route("/s/{token}/", get(viewer_page))
+        .route("/s/{token}/whep", post(whep_offer).options(preflight))
+        .route("/s/{token}/whep/{session}", axum::routing::delete(whep_delete).options(preflight))
+        .route("/s/{token}/events/{session}", get(events))
+        .route("/assets/{file}", get(asset))
+        .fallback(|| async { text(StatusCode::NOT_FOUND, "not found") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(shared)
+}
+
+fn text(status: StatusCode, body: &str) -> Response {
+    let mut r = (status, body.to_owned()).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+fn cors(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("Location, Retry-After"));
+    r
+}
+
+fn token_ok(shared: &Shared, token: &str) -> bool {
+    constant_time_eq(token.as_bytes(), shared.token.as_bytes())
+}
+
+fn page(status: StatusCode, content_type: &'static str, body: &'static str) -> Response {
+    let mut r = (status, body).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // The link is the secret: never leak it through Referer.
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; img-src 'self' data:; media-src 'self' blob:; object-src 'none'"),
+    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    r
+}
+
+async fn viewer_page(State(shared): State<AppState>, Path(token): Path<String>) -> Response {
+    if token_ok(&shared, &token) {
+        page(StatusCode::OK, "text/html; charset=utf-8", VIEWER_HTML)
+    } else {
+        page(StatusCode::NOT_FOUND, "text/html; charset=utf-8", INVALID_HTML)
+    }
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    match file.as_str() {
+        "viewer.js" => page(StatusCode::OK, "text/javascript; charset=utf-8", VIEWER_JS),
+        "viewer.css" => page(StatusCode::OK, "text/css; charset=utf-8", VIEWER_CSS),
+        _ => text(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+async fn preflight() -> Response {
+    let mut r = cors(StatusCode::NO_CONTENT.into_response());
+    let h = r.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, DELETE, OPTIONS"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Content-Type, Authorization"));
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    r
+}
+
+/// Checks the `Authorization: Bearer` password, with the throttle.
+fn check_password(shared: &Shared, headers: &HeaderMap, client: SocketAddr) -> Result<(), Box<Response>> {
+    let Some(expected) = lock(&shared.password).clone() else { return Ok(()) };
+    let now = Instant::now();
+    if let Err(wait) = lock(&shared.throttle).check(client.ip(), now) {
+        let secs = wait.as_secs().max(1);
+        let mut r = text(StatusCode::TOO_MANY_REQUESTS, &format!("too many wrong passwords: try again in {secs} s"));
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return Err(Box::new(r));
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+    let unauthorized = |msg: &str| {
+        let mut r = text(StatusCode::UNAUTHORIZED, msg);
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"peep\""));
+        r
+    };
+    match given {
+        None => Err(Box::new(unauthorized("password required"))),
+        Some(pw) if constant_time_eq(pw.as_bytes(), expected.as_bytes()) => {
+            lock(&shared.throttle).success(client.ip());
+            Ok(())
+        }
+        Some(_) => {
+            lock(&shared.throttle).failure(client.ip(), now);
+            Err(Box::new(unauthorized("wrong password")))
+        }
+    }
+}
+
+async fn whep_offer(
+    State(shared): State<AppState>,
+    Path(token): Path<String>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let refused = |r: Response| {
+        shared.stats.offers_refused.fetch_add(1, Ordering::Relaxed);
+        cors(r)
+    };
+    if !token_ok(&shared, &token) {
+        return refused(text(StatusCode::NOT_FOUND, "this link is invalid or the share has ended"));
+    }
+    if shared.ending.load(Ordering::Acquire) {
+        return refused(text(StatusCode::SERVICE_UNAVAILABLE, "the share is ending"));
+    }
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.trim().to_ascii_lowercase().starts_with("application/sdp") {
+        return refused(text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected Content-Type: application/sdp"));
+    }
+    if let Err(r) = check_password(&shared, &headers, client) {
+        return refused(*r);
+    }
+    let Ok(offer) = String::from_utf8(body.to_vec()) else {
+        return refused(text(StatusCode::BAD_REQUEST, "bad SDP offer: not UTF-8"));
+    };
+    if !shared.reserve_place() {
+        return refused(text(StatusCode::SERVICE_UNAVAILABLE, "the share is full: too many viewers"));
+    }
+    // In its own task: a panic deep in the WebRTC stack on hostile input
+    // must not take anything else down.
+    let accepted = tokio::spawn(crate::peer::accept_offer(shared.clone(), offer, client)).await;
+    shared.release_place();
+    match accepted {
+        Ok(Ok((session, answer))) => {
+            let location = format!("/s/{token}/whep/{session}");
+            let mut r = (StatusCode::CREATED, answer).into_response();
+            let h = r.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                h.insert(header::LOCATION, v);
+            }
+            cors(r)
+        }
+        Ok(Err(crate::TransportError::BadOffer(reason))) => {
+            refused(text(StatusCode::BAD_REQUEST, &format!("bad SDP offer: {reason}")))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!("answering a viewer failed: {e}");
+            refused(text(StatusCode::INTERNAL_SERVER_ERROR, "could not set up the connection"))
+        }
+        Err(_) => {
+            tracing::warn!("answering a viewer panicked");
+            refused(text(StatusCode::BAD_REQUEST, "bad SDP offer"))
+        }
+    }
+}
+
+async fn whep_delete(State(shared): State<AppState>, Path((token, session)): Path<(String, String)>) -> Response {
+    if !token_ok(&shared, &token) {
+        return cors(text(StatusCode::NOT_FOUND, "this link is invalid or the share has ended"));
+    }
+    match shared.remove_viewer(&session) {
+        Some(viewer) => {
+            viewer.peer.close().await;
+            cors(StatusCode::OK.into_response())
+        }
+        None => cors(text(StatusCode::NOT_FOUND, "no such session")),
+    }
+}
+
+async fn events(State(shared): State<AppState>, Path((token, session)): Path<(String, String)>) -> Response {
+    if !token_ok(&shared, &token) {
+        return text(StatusCode::NOT_FOUND, "this link is invalid or the share has ended");
+    }
+    let Some(receiver) = lock(&shared.viewers).get(&session).map(|v| v.notice.subscribe()) else {
+        return text(StatusCode::NOT_FOUND, "no such session");
+    };
+    let stream = WatchStream::new(receiver).filter_map(|notice| match notice {
+        Notice::None => None,
+        Notice::Kicked => {
+            Some(Ok::<_, Infallible>(Event::default().event("kicked").data("you were removed from this share")))
+        }
+        Notice::Ended => Some(Ok(Event::default().event("ended").data("the share has ended"))),
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+}

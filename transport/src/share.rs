@@ -1,0 +1,477 @@
+//! A running share: the HTTP server, the viewers, and the fan-out of one
+//! encoded stream to all of them.
+//!
+//! The app pushes each encoded frame with [`Share::send_frame`] (sync, never
+//! blocks) and forwards [`EncoderRequest`]s from [`Share::encoder_requests`]
+//! to its encoder.
+//!
+//! Fan-out: the frame's bytes are copied once into a reference-counted
+//! buffer and queued to every connected viewer's sender task through a
+//! bounded channel of [`VIEWER_QUEUE_FRAMES`]. **Policy when a viewer's
+//! queue is full:** the frame is dropped for that viewer only, the viewer is
+//! marked as needing a keyframe (its following frames are skipped until one
+//! arrives, so its decoder never sees a broken reference chain), and a
+//! keyframe is requested through the coalescer. A viewer that stops reading
+//! or vanishes therefore never stalls the others; ICE consent failure then
+//! closes it and frees its resources.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+
+use crate::auth::{Throttle, new_token};
+use crate::error::{Result, TransportError};
+use crate::keyframe::{KeyframeCoalescer, KeyframeReason};
+use crate::peer::PeerHandle;
+use crate::rate::{BitrateRange, RateController};
+use crate::viewer::{ViewerSnapshot, ViewerState, ViewerStats};
+
+/// Frames queued per viewer before frames are dropped for it.
+pub const VIEWER_QUEUE_FRAMES: usize = 8;
+/// Capacity of the encoder request channel. Policy when full: the request
+/// is dropped (the coalescer re-issues keyframe requests; the next bitrate
+/// decision supersedes a lost one).
+pub const ENCODER_REQUEST_CAPACITY: usize = 16;
+
+/// What the share asks of the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncoderRequest {
+    /// Force an IDR on the next frame.
+    Keyframe,
+    /// New target bitrate (bps) from congestion control.
+    SetBitrate(u32),
+}
+
+/// How to run a share.
+#[derive(Debug, Clone)]
+pub struct ShareConfig {
+    /// Address the HTTP server binds (`0.0.0.0` for every interface).
+    pub bind: IpAddr,
+    /// HTTP port; 0 picks a free one.
+    pub port: u16,
+    /// Host name or address to print in the link; detected when `None`.
+    pub public_host: Option<String>,
+    /// Viewers must send this password (as `Authorization: Bearer …`).
+    pub password: Option<String>,
+    /// Most viewers at once.
+    pub max_viewers: usize,
+    /// Congestion control keeps the encoder inside this range.
+    pub bitrate: BitrateRange,
+    /// Worker threads of the network runtime.
+    pub threads: usize,
+    /// Fault injection for tests: withhold each viewer's first keyframe, so
+    /// its decoder must ask for one (PLI).
+    #[doc(hidden)]
+    pub fault_drop_first_keyframe: bool,
+}
+
+impl Default for ShareConfig {
+    fn default() -> Self {
+        Self {
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 8080,
+            public_host: None,
+            password: None,
+            max_viewers: 16,
+            bitrate: BitrateRange::new(1_000_000, 4_000_000),
+            threads: 2,
+            fault_drop_first_keyframe: false,
+        }
+    }
+}
+
+/// Share-wide counters.
+#[derive(Debug, Default)]
+pub struct ShareStats {
+    /// Frames handed to [`Share::send_frame`].
+    pub frames_in: AtomicU64,
+    /// Keyframe requests received (PLI, FIR, joins, recoveries).
+    pub keyframe_requests: AtomicU64,
+    /// Keyframes asked of the encoder after coalescing.
+    pub keyframes_forced: AtomicU64,
+    /// The encoder bitrate congestion control last asked for.
+    pub target_bps: AtomicU64,
+    /// Viewers that ever joined.
+    pub viewers_joined: AtomicU64,
+    /// Offers refused (bad token, password, full, malformed).
+    pub offers_refused: AtomicU64,
+}
+
+/// Why a viewer's page should stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// Nothing to say.
+    None,
+    /// The sharer removed this viewer.
+    Kicked,
+    /// The share ended.
+    Ended,
+}
+
+/// One frame on its way to viewers.
+#[derive(Debug, Clone)]
+pub(crate) struct Frame {
+    pub data: Bytes,
+    pub captured_at: Instant,
+}
+
+pub(crate) struct Viewer {
+    pub id: String,
+    pub remote: SocketAddr,
+    pub since: Instant,
+    pub stats: Arc<ViewerStats>,
+    pub queue: mpsc::Sender<Frame>,
+    pub notice: watch::Sender<Notice>,
+    pub peer: PeerHandle,
+    /// Fault injection: withhold the next keyframe.
+    pub fault_drop_keyframe: AtomicBool,
+}
+
+/// State shared by the server, the viewer tasks and the [`Share`] handle.
+pub(crate) struct Shared {
+    pub token: String,
+    pub password: Mutex<Option<String>>,
+    pub throttle: Mutex<Throttle>,
+    pub max_viewers: AtomicUsize,
+    pub viewers: Mutex<HashMap<String, Arc<Viewer>>>,
+    /// Offers being answered, counted against `max_viewers`.
+    pub pending: AtomicUsize,
+    keyframes: Mutex<KeyframeCoalescer>,
+    rate: Mutex<RateController>,
+    requests: crossbeam_channel::Sender<EncoderRequest>,
+    pub stats: ShareStats,
+    pub udp_ips: Vec<IpAddr>,
+    pub ending: AtomicBool,
+    pub fault_drop_first_keyframe: bool,
+}
+
+/// Locks a mutex, recovering from poisoning (a panicked holder leaves plain
+/// data behind, never a broken invariant we rely on).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    pub fn request_keyframe(&self, reason: KeyframeReason) {
+        self.stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+        lock(&self.keyframes).request(reason);
+        self.poll_keyframes(Instant::now());
+    }
+
+    fn poll_keyframes(&self, now: Instant) {
+        if lock(&self.keyframes).poll(now) {
+            self.stats.keyframes_forced.fetch_add(1, Ordering::Relaxed);
+            let _ = self.requests.try_send(EncoderRequest::Keyframe);
+        }
+    }
+
+    /// Periodic work: deferred keyframes and congestion control.
+    pub fn tick(&self, now: Instant) {
+        self.poll_keyframes(now);
+        let estimates: Vec<f64> = lock(&self.viewers)
+            .values()
+            .filter(|v| v.stats.state() == ViewerState::Connected)
+            .map(|v| v.stats.estimate_bps.load(Ordering::Relaxed) as f64)
+            .collect();
+        if let Some(bps) = lock(&self.rate).update(estimates, now) {
+            self.stats.target_bps.store(u64::from(bps), Ordering::Relaxed);
+            let _ = self.requests.try_send(EncoderRequest::SetBitrate(bps));
+        }
+    }
+
+    /// Start bitrate for a new viewer's congestion controller.
+    pub fn start_bps(&self) -> u32 {
+        lock(&self.rate).current_bps()
+    }
+
+    pub fn range(&self) -> BitrateRange {
+        lock(&self.rate).range()
+    }
+
+    pub fn remove_viewer(&self, id: &str) -> Option<Arc<Viewer>> {
+        let v = lock(&self.viewers).remove(id);
+        if let Some(v) = &v {
+            v.stats.set_state(ViewerState::Closed);
+        }
+        v
+    }
+
+    /// Whether another viewer may join; reserves a place if so.
+    pub fn reserve_place(&self) -> bool {
+        let max = self.max_viewers.load(Ordering::Relaxed);
+        let viewers = lock(&self.viewers);
+        let pending = self.pending.fetch_add(1, Ordering::AcqRel);
+        if viewers.len() + pending >= max {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    pub fn release_place(&self) {
+        self.pending.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A running share. Dropping it ends the share (see [`Share::shutdown`]).
+pub struct Share {
+    shared: Arc<Shared>,
+    requests: crossbeam_channel::Receiver<EncoderRequest>,
+    runtime: Option<tokio::runtime::Runtime>,
+    stop_server: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    local_addr: SocketAddr,
+    link: String,
+}
+
+impl std::fmt::Debug for Share {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The link carries the token: keep it out of debug output.
+        f.debug_struct("Share").field("local_addr", &self.local_addr).finish_non_exhaustive()
+    }
+}
+
+/// The address of the interface with the default route, found without
+/// sending anything (a UDP "connect" only picks a route), or loopback.
+pub fn detect_lan_ip() -> IpAddr {
+    let probe = || -> std::io::Result<IpAddr> {
+        let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        // 192.0.2.1 is TEST-NET-1 (RFC 5737): nothing is sent to it.
+        socket.connect((Ipv4Addr::new(192, 0, 2, 1), 9))?;
+        Ok(socket.local_addr()?.ip())
+    };
+    probe().ok().filter(|ip| !ip.is_unspecified()).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+impl Share {
+    /// Starts the network runtime and the HTTP server.
+    pub fn start(config: ShareConfig) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.threads.max(1))
+            .thread_name("peep-net")
+            .enable_all()
+            .build()
+            .map_err(|e| TransportError::Runtime(e.to_string()))?;
+        let lan_ip = detect_lan_ip();
+        // Media sockets bind explicit addresses: a wildcard bind skips loopback.
+        let udp_ips = if config.bind.is_unspecified() {
+            let mut ips = vec![lan_ip];
+            if !lan_ip.is_loopback() {
+                ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            }
+            ips
+        } else {
+            vec![config.bind]
+        };
+        let (requests_tx, requests) = crossbeam_channel::bounded(ENCODER_REQUEST_CAPACITY);
+        let shared = Arc::new(Shared {
+            token: new_token()?,
+            password: Mutex::new(config.password.filter(|p| !p.is_empty())),
+            throttle: Mutex::new(Throttle::default()),
+            max_viewers: AtomicUsize::new(config.max_viewers.max(1)),
+            viewers: Mutex::new(HashMap::new()),
+            pending: AtomicUsize::new(0),
+            keyframes: Mutex::new(KeyframeCoalescer::default()),
+            rate: Mutex::new(RateController::new(config.bitrate)),
+            requests: requests_tx,
+            stats: ShareStats::default(),
+            udp_ips,
+            ending: AtomicBool::new(false),
+            fault_drop_first_keyframe: config.fault_drop_first_keyframe,
+        });
+        shared.stats.target_bps.store(u64::from(config.bitrate.ceiling_bps), Ordering::Relaxed);
+        let addr = SocketAddr::new(config.bind, config.port);
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .map_err(|e| TransportError::Bind { addr, reason: e.to_string() })?;
+        let local_addr = listener.local_addr().map_err(|e| TransportError::Bind { addr, reason: e.to_string() })?;
+        let host = config.public_host.unwrap_or_else(|| {
+            let ip = if config.bind.is_unspecified() { lan_ip } else { config.bind };
+            match ip {
+                IpAddr::V6(v6) => format!("[{v6}]"),
+                IpAddr::V4(v4) => v4.to_string(),
+            }
+        });
+        let link = format!("http://{host}:{}/s/{}", local_addr.port(), shared.token);
+        let (stop_server, stopped) = tokio::sync::oneshot::channel();
+        let server = runtime.spawn(crate::server::serve(listener, shared.clone(), stopped));
+        {
+            let shared = shared.clone();
+            runtime.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(50));
+                loop {
+                    tick.tick().await;
+                    shared.tick(Instant::now());
+                }
+            });
+        }
+        Ok(Self {
+            shared,
+            requests,
+            runtime: Some(runtime),
+            stop_server: Some(stop_server),
+            server: Some(server),
+            local_addr,
+            link,
+        })
+    }
+
+    /// The link to give viewers (it carries the secret token).
+    pub fn link(&self) -> &str {
+        &self.link
+    }
+
+    /// The WHEP endpoint for other players.
+    pub fn whep_url(&self) -> String {
+        format!("{}/whep", self.link)
+    }
+
+    /// The address the HTTP server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Requests for the encoder (keyframes, bitrate).
+    pub fn encoder_requests(&self) -> &crossbeam_channel::Receiver<EncoderRequest> {
+        &self.requests
+    }
+
+    /// Share-wide counters.
+    pub fn stats(&self) -> &ShareStats {
+        &self.shared.stats
+    }
+
+    /// Sends one encoded frame (Annex-B) to every connected viewer. Never
+    /// blocks; see the module docs for what happens to slow viewers.
+    pub fn send_frame(&self, data: &[u8], keyframe: bool, captured_at: Instant) {
+        let shared = &self.shared;
+        shared.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        if keyframe {
+            lock(&shared.keyframes).keyframe_sent(now);
+        }
+        let frame = Frame { data: Bytes::copy_from_slice(data), captured_at };
+        let mut recovery = false;
+        for v in lock(&shared.viewers).values() {
+            let s = &v.stats;
+            if s.state() != ViewerState::Connected {
+                continue;
+            }
+            if keyframe && v.fault_drop_keyframe.swap(false, Ordering::Relaxed) {
+                s.needs_keyframe.store(false, Ordering::Relaxed);
+                continue;
+            }
+            if !keyframe && s.needs_keyframe.load(Ordering::Relaxed) {
+                s.frames_skipped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            match v.queue.try_send(frame.clone()) {
+                Ok(()) => {
+                    if keyframe {
+                        s.needs_keyframe.store(false, Ordering::Relaxed);
+                    }
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    s.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                    s.needs_keyframe.store(true, Ordering::Relaxed);
+                    recovery = true;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        if recovery {
+            shared.request_keyframe(KeyframeReason::Recovery);
+        }
+    }
+
+    /// How many viewers are connected (cheap: no allocation).
+    pub fn connected_viewers(&self) -> usize {
+        lock(&self.shared.viewers).values().filter(|v| v.stats.state() == ViewerState::Connected).count()
+    }
+
+    /// The viewers and their stats.
+    pub fn viewers(&self) -> Vec<ViewerSnapshot> {
+        let mut list: Vec<_> = lock(&self.shared.viewers)
+            .values()
+            .map(|v| ViewerSnapshot::of(&v.id, v.remote, v.since, &v.stats))
+            .collect();
+        list.sort_by_key(|v| std::cmp::Reverse(v.connected_for));
+        list
+    }
+
+    /// Removes a viewer; its page is told it was removed. Returns false if
+    /// no such viewer.
+    pub fn kick(&self, id: &str) -> bool {
+        let Some(v) = self.shared.remove_viewer(id) else { return false };
+        let _ = v.notice.send(Notice::Kicked);
+        if let Some(rt) = &self.runtime {
+            rt.spawn(async move {
+                // Give the page's event stream a moment to deliver the notice.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                v.peer.close().await;
+            });
+        }
+        true
+    }
+
+    /// Changes the password (`None` to remove it); applies to new viewers.
+    pub fn set_password(&self, password: Option<String>) {
+        *lock(&self.shared.password) = password.filter(|p| !p.is_empty());
+    }
+
+    /// Changes the viewer limit; applies to new viewers.
+    pub fn set_max_viewers(&self, max: usize) {
+        self.shared.max_viewers.store(max.max(1), Ordering::Relaxed);
+    }
+
+    /// Changes the bitrate range (a quality preset change).
+    pub fn set_bitrate_range(&self, range: BitrateRange) {
+        if let Some(bps) = lock(&self.shared.rate).set_range(range, Instant::now()) {
+            self.shared.stats.target_bps.store(u64::from(bps), Ordering::Relaxed);
+            let _ = self.shared.requests.try_send(EncoderRequest::SetBitrate(bps));
+        }
+    }
+
+    /// Ends the share: tells every viewer's page, closes the connections and
+    /// stops the server. Also done on drop.
+    pub fn shutdown(mut self) {
+        self.shutdown_inner();
+    }
+
+    fn shutdown_inner(&mut self) {
+        let Some(runtime) = self.runtime.take() else { return };
+        self.shared.ending.store(true, Ordering::Release);
+        let viewers: Vec<_> = lock(&self.shared.viewers).drain().map(|(_, v)| v).collect();
+        for v in &viewers {
+            let _ = v.notice.send(Notice::Ended);
+        }
+        let stop = self.stop_server.take();
+        let server = self.server.take();
+        runtime.block_on(async move {
+            // Let the event streams deliver "ended" before connections close.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            for v in &viewers {
+                v.stats.set_state(ViewerState::Closed);
+                v.peer.close().await;
+            }
+            if let Some(stop) = stop {
+                let _ = stop.send(());
+            }
+            if let Some(server) = server {
+                let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+            }
+        });
+        runtime.shutdown_timeout(Duration::from_secs(1));
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        self.shutdown_inner();
+    }
+}

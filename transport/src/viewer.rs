@@ -1,0 +1,141 @@
+//! Per-viewer state and statistics.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A viewer's connection state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[repr(u8)]
+pub enum ViewerState {
+    /// Offer answered, ICE/DTLS in progress.
+    Connecting = 0,
+    /// Media flowing.
+    Connected = 1,
+    /// Connectivity lost; may recover.
+    Disconnected = 2,
+    /// Gone (left, kicked, failed, or the share ended).
+    Closed = 3,
+}
+
+impl ViewerState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::Connecting,
+            1 => Self::Connected,
+            2 => Self::Disconnected,
+            _ => Self::Closed,
+        }
+    }
+}
+
+/// Counters of one viewer; all atomics, readable without locks.
+#[derive(Debug, Default)]
+pub struct ViewerStats {
+    state: AtomicU8,
+    /// Round-trip time from RTCP receiver reports, µs.
+    pub rtt_us: AtomicU64,
+    /// Fraction of packets lost in the last report interval, in 1/256.
+    pub fraction_lost_256: AtomicU32,
+    /// Cumulative packets lost, as the viewer reports it.
+    pub packets_lost: AtomicU64,
+    /// The congestion controller's estimate for this viewer, bps.
+    pub estimate_bps: AtomicU64,
+    /// Encoded bytes sent (payload, before RTP overhead).
+    pub bytes_sent: AtomicU64,
+    /// Frames sent.
+    pub frames_sent: AtomicU64,
+    /// Frames dropped because this viewer's queue was full.
+    pub frames_dropped: AtomicU64,
+    /// Frames skipped while waiting for a keyframe (after a drop, or at join).
+    pub frames_skipped: AtomicU64,
+    /// PLI packets received.
+    pub pli: AtomicU64,
+    /// FIR packets received.
+    pub fir: AtomicU64,
+    /// NACK packets received.
+    pub nack: AtomicU64,
+    /// The next frame sent to this viewer must be a keyframe.
+    pub(crate) needs_keyframe: AtomicBool,
+}
+
+impl ViewerStats {
+    /// Fresh stats in state Connecting, waiting for a keyframe.
+    pub fn new() -> Self {
+        let s = Self::default();
+        s.needs_keyframe.store(true, Ordering::Relaxed);
+        s
+    }
+
+    /// The viewer's state.
+    pub fn state(&self) -> ViewerState {
+        ViewerState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn set_state(&self, state: ViewerState) {
+        self.state.store(state as u8, Ordering::Release);
+    }
+}
+
+/// A copy of one viewer's stats, for display.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ViewerSnapshot {
+    /// Session id (the last part of its WHEP resource URL).
+    pub id: String,
+    /// The viewer's address as the HTTP server saw it.
+    pub remote: SocketAddr,
+    /// State.
+    pub state: ViewerState,
+    /// Time since the viewer's offer arrived.
+    pub connected_for: Duration,
+    /// Round-trip time, if known.
+    pub rtt: Option<Duration>,
+    /// Recent loss, 0.0–1.0.
+    pub loss: f64,
+    /// Congestion controller estimate, bps.
+    pub estimate_bps: u64,
+    /// Payload bytes sent.
+    pub bytes_sent: u64,
+    /// Frames sent.
+    pub frames_sent: u64,
+    /// Frames dropped (queue full) plus frames skipped waiting for a keyframe.
+    pub frames_dropped: u64,
+    /// Keyframe requests (PLI + FIR) from this viewer's decoder.
+    pub keyframe_requests: u64,
+}
+
+impl ViewerSnapshot {
+    pub(crate) fn of(id: &str, remote: SocketAddr, since: Instant, s: &ViewerStats) -> Self {
+        let rtt_us = s.rtt_us.load(Ordering::Relaxed);
+        Self {
+            id: id.to_owned(),
+            remote,
+            state: s.state(),
+            connected_for: since.elapsed(),
+            rtt: (rtt_us > 0).then(|| Duration::from_micros(rtt_us)),
+            loss: f64::from(s.fraction_lost_256.load(Ordering::Relaxed)) / 256.0,
+            estimate_bps: s.estimate_bps.load(Ordering::Relaxed),
+            bytes_sent: s.bytes_sent.load(Ordering::Relaxed),
+            frames_sent: s.frames_sent.load(Ordering::Relaxed),
+            frames_dropped: s.frames_dropped.load(Ordering::Relaxed) + s.frames_skipped.load(Ordering::Relaxed),
+            keyframe_requests: s.pli.load(Ordering::Relaxed) + s.fir.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_through_the_atomic() {
+        let s = ViewerStats::new();
+        assert_eq!(s.state(), ViewerState::Connecting);
+        for st in [ViewerState::Connected, ViewerState::Disconnected, ViewerState::Closed] {
+            s.set_state(st);
+            assert_eq!(s.state(), st);
+        }
+        assert!(s.needs_keyframe.load(Ordering::Relaxed), "a new viewer waits for a keyframe");
+    }
+}
