@@ -131,14 +131,13 @@ impl Pipeline {
         self.control.try_send(command).is_ok()
     }
 
-    /// Pauses capture and encoding (nothing is read or encoded), or resumes
-    /// with a keyframe.
+    /// Pauses capture and encoding (nothing is read or encoded), or resumes.
+    /// Resuming does not force a keyframe: whoever needs one (a joining
+    /// viewer) asks for it, and a second IDR right after would waste a
+    /// second of bitrate budget.
     pub fn set_paused(&self, paused: bool) {
         if let Some(capture) = &self.capture {
             capture.set_paused(paused);
-        }
-        if !paused {
-            self.control(Control::Keyframe);
         }
     }
 

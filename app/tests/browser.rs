@@ -121,8 +121,8 @@ fn wrong_token_and_wrong_password_are_refused_with_a_message() {
 
 #[test]
 fn keyframe_request_from_the_browser_produces_a_keyframe() {
-    // The share withholds the viewer's first keyframe: Chromium cannot
-    // decode what follows and asks for one with PLI.
+    // The share withholds keyframes from the viewer until it asks: Chromium
+    // cannot decode what it gets and asks for one with PLI.
     let s = session(ShareConfig { fault_drop_first_keyframe: true, ..ShareConfig::default() });
     let mut b = Browser::launch();
     let page = b.open(s.share().link());

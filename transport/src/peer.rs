@@ -272,7 +272,9 @@ async fn run_viewer(
                     let s = *state.borrow_and_update();
                     match s {
                         RTCPeerConnectionState::Disconnected => viewer.stats.set_state(ViewerState::Disconnected),
-                        RTCPeerConnectionState::Connected => {
+                        // Back from a disconnection: packets were lost, restart
+                        // the viewer's decoder at a keyframe.
+                        RTCPeerConnectionState::Connected if viewer.stats.state() == ViewerState::Disconnected => {
                             viewer.stats.set_state(ViewerState::Connected);
                             viewer.stats.needs_keyframe.store(true, Ordering::Relaxed);
                             shared.request_keyframe(KeyframeReason::Recovery);

@@ -64,8 +64,8 @@ pub struct ShareConfig {
     pub bitrate: BitrateRange,
     /// Worker threads of the network runtime.
     pub threads: usize,
-    /// Fault injection for tests: withhold each viewer's first keyframe, so
-    /// its decoder must ask for one (PLI).
+    /// Fault injection for tests: withhold keyframes from each new viewer
+    /// until its decoder asks for one (PLI or FIR).
     #[doc(hidden)]
     pub fault_drop_first_keyframe: bool,
 }
@@ -128,7 +128,7 @@ pub(crate) struct Viewer {
     pub queue: mpsc::Sender<Frame>,
     pub notice: watch::Sender<Notice>,
     pub peer: PeerHandle,
-    /// Fault injection: withhold the next keyframe.
+    /// Fault injection: withhold keyframes until the viewer asks for one.
     pub fault_drop_keyframe: AtomicBool,
 }
 
@@ -362,9 +362,13 @@ impl Share {
             if s.state() != ViewerState::Connected {
                 continue;
             }
-            if keyframe && v.fault_drop_keyframe.swap(false, Ordering::Relaxed) {
-                s.needs_keyframe.store(false, Ordering::Relaxed);
-                continue;
+            if keyframe && v.fault_drop_keyframe.load(Ordering::Relaxed) {
+                if s.pli.load(Ordering::Relaxed) + s.fir.load(Ordering::Relaxed) == 0 {
+                    // Send what follows, undecodable without this keyframe.
+                    s.needs_keyframe.store(false, Ordering::Relaxed);
+                    continue;
+                }
+                v.fault_drop_keyframe.store(false, Ordering::Relaxed);
             }
             if !keyframe && s.needs_keyframe.load(Ordering::Relaxed) {
                 s.frames_skipped.fetch_add(1, Ordering::Relaxed);
