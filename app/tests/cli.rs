@@ -264,3 +264,52 @@ fn nal_type_helper_reads_annex_b() {
     let stream = [0, 0, 0, 1, 0x67, 0x42, 0, 0, 1, 0x68, 0xce, 0, 0, 0, 1, 0x65, 0x88];
     assert_eq!(nal_types(&stream), [7, 8, 5]);
 }
+
+#[test]
+fn share_prints_link_and_whep_lines_then_stops_cleanly() {
+    let out = peep()
+        .args([
+            "share",
+            "--source",
+            "synthetic",
+            "--size",
+            "320x240",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--seconds",
+            "1",
+        ])
+        .output()
+        .expect("run peep");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    let link = lines.iter().find_map(|l| l.strip_prefix("Link: ")).expect("a Link line");
+    let whep = lines.iter().find_map(|l| l.strip_prefix("WHEP: ")).expect("a WHEP line");
+    let token = link.rsplit('/').next().expect("token");
+    assert!(link.starts_with("http://127.0.0.1:") && link.contains("/s/"), "{link}");
+    assert_eq!(token.len(), 32, "128-bit token: {token}");
+    assert_eq!(whep, format!("{link}/whep"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("share ended"), "{stderr}");
+    assert!(!stderr.contains(token), "the token stays out of the log");
+}
+
+#[test]
+fn share_on_a_busy_port_or_with_an_unknown_quality_fails_clearly() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port().to_string();
+    let out = peep()
+        .args(["share", "--source", "synthetic", "--bind", "127.0.0.1", "--port", &port, "--seconds", "1"])
+        .output()
+        .expect("run peep");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot listen on 127.0.0.1:") && err.contains("in use"), "{err}");
+    let out =
+        peep().args(["share", "--source", "synthetic", "--quality", "ultra", "--seconds", "1"]).output().expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown quality \"ultra\""));
+}
