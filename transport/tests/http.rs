@@ -101,7 +101,9 @@ fn bad_requests_get_clear_4xx_and_the_server_keeps_serving() {
     let addr = s.local_addr();
     let whep = format!("{}/whep", path_of(&s));
     let sdp = [("Content-Type", "application/sdp")];
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
+    // (method, path, headers, body, expected status, expected text in the body)
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         ("GET", "/nope".into(), vec![], vec![], 404, "not found"),
         ("GET", "/s/0123456789abcdef0123456789abcdef".into(), vec![], vec![], 404, "invalid"),
         ("POST", "/s/0123456789abcdef0123456789abcdef/whep".into(), sdp.to_vec(), offer().into_bytes(), 404, "invalid"),
