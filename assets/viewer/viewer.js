@@ -45,7 +45,8 @@
   let attempt = 0;
   let retryTimer = null;
   let disconnectTimer = null;
-  const counters = { reconnects: 0, skipsToLive: 0, framesRendered: 0 };
+  // firstFrameMs / offerSentMs: milliseconds since the page started loading.
+  const counters = { reconnects: 0, skipsToLive: 0, framesRendered: 0, offerSentMs: null, firstFrameMs: null };
 
   function setState(next, detail) {
     state = next;
@@ -151,6 +152,7 @@
       await gatheringComplete(conn, 1000);
       const headers = { 'Content-Type': 'application/sdp' };
       if (password) headers.Authorization = 'Bearer ' + password;
+      if (counters.offerSentMs === null) counters.offerSentMs = performance.now();
       const resp = await fetch(whepUrl, { method: 'POST', headers, body: conn.localDescription.sdp });
       if (conn !== pc) return;
       const body = await resp.text();
@@ -193,6 +195,7 @@
   // Frames on screen: the first one switches the page to live.
   function onFrame() {
     counters.framesRendered += 1;
+    if (counters.firstFrameMs === null) counters.firstFrameMs = performance.now();
     if (state === 'waiting' || state === 'connecting' || state === 'reconnecting') setState('live');
     layout();
     video.requestVideoFrameCallback(onFrame);

@@ -35,6 +35,7 @@ pub mod codecs;
 pub mod error;
 mod interceptors;
 pub mod keyframe;
+pub mod offer;
 mod peer;
 pub mod rate;
 mod server;

@@ -107,14 +107,9 @@ fn media_engine_and_registry(
 /// task runs until it leaves. Returns the session id and the SDP answer.
 pub(crate) async fn accept_offer(
     shared: Arc<Shared>,
-    offer_sdp: String,
+    offer: RTCSessionDescription,
     remote: SocketAddr,
 ) -> Result<(String, String)> {
-    if !offer_sdp.lines().any(|l| l.starts_with("m=video")) {
-        return Err(TransportError::BadOffer("the offer has no video section".into()));
-    }
-    let offer = RTCSessionDescription::offer(offer_sdp)
-        .map_err(|e| TransportError::BadOffer(truncate(&e.to_string()).to_owned()))?;
     let stats = Arc::new(ViewerStats::new());
     let range = shared.range();
     let (media, registry) = media_engine_and_registry(&stats, shared.start_bps(), range.ceiling_bps)?;

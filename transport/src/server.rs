@@ -187,8 +187,9 @@ async fn whep_offer(
     if let Err(r) = check_password(&shared, &headers, client) {
         return refused(*r);
     }
-    let Ok(offer) = String::from_utf8(body.to_vec()) else {
-        return refused(text(StatusCode::BAD_REQUEST, "bad SDP offer: not UTF-8"));
+    let offer = match crate::offer::parse_offer(&body) {
+        Ok(offer) => offer,
+        Err(e) => return refused(text(StatusCode::BAD_REQUEST, &e.to_string())),
     };
     if !shared.reserve_place() {
         return refused(text(StatusCode::SERVICE_UNAVAILABLE, "the share is full: too many viewers"));

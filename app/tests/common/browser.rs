@@ -39,12 +39,13 @@ window.__peepReadMark = () => {
   const v = document.getElementById('video');
   const w = v.videoWidth, h = v.videoHeight;
   if (!w || !h) return null;
-  const c = window.__peepCanvas || (window.__peepCanvas = document.createElement('canvas'));
-  c.width = w; c.height = h;
-  const g = c.getContext('2d', { willReadFrequently: true });
-  g.drawImage(v, 0, 0);
   const b = Math.min(32, Math.max(4, Math.floor(w / 64))) & ~1;
   if (34 * b > w || 5 * b > h) return null;
+  // Copy only the marked corner: cheap even at 4K.
+  const c = window.__peepCanvas || (window.__peepCanvas = document.createElement('canvas'));
+  if (c.width !== 34 * b || c.height !== 5 * b) { c.width = 34 * b; c.height = 5 * b; }
+  const g = c.getContext('2d', { willReadFrequently: true });
+  g.drawImage(v, 0, 0, 34 * b, 5 * b, 0, 0, 34 * b, 5 * b);
   const d = g.getImageData(0, 0, 34 * b, 5 * b).data;
   const stride = 34 * b * 4;
   const q = Math.max(1, Math.floor(b / 4));
