@@ -329,7 +329,7 @@ fn share(args: ShareArgs) -> Result<()> {
             let secs = (now - last.0).as_secs_f64();
             let viewers = session.share().connected_viewers();
             eprint!(
-                "\rviewers {viewers}  fps {:>5.1}  bitrate {:>6.0} kbps  target {:>6.0} kbps  encode {:>5.1} ms   ",
+                "\rviewers {viewers}  fps {:>5.1}  bitrate {:>6.0} kbps  target {:>6.0} kbps  encode {:>5.1} ms  ",
                 (frames - last.1) as f64 / secs,
                 (bytes - last.2) as f64 * 8.0 / secs / 1e3,
                 session.share().stats().target_bps.load(Relaxed) as f64 / 1e3,

@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod governor;
 pub mod pipeline;
 pub mod presets;
 pub mod session;

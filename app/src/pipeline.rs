@@ -19,6 +19,7 @@ use peep_capture::driver::{self, CaptureConfig, CaptureHandle, CaptureStats};
 use peep_capture::{RingConsumer, Take, frame_ring};
 use peep_encode::{BufferPool, EncodeOutcome, EncodedFrame, Encoder, I420Frame, PooledBuf, bgra_to_i420};
 
+use crate::governor::FpsGovernor;
 use crate::stats::PipelineStats;
 
 /// Capacity of the channel from the encoder to the consumer.
@@ -72,11 +73,15 @@ pub struct PipelineConfig {
     pub fps: f32,
     /// Longest gap between frames of an unchanged source.
     pub keepalive: Duration,
+    /// Adapt the frame rate when the encoder overshoots its bitrate target
+    /// (see [`crate::governor`]), starting from this target. `None` keeps
+    /// the frame rate fixed (recording to a file).
+    pub governor_start_bps: Option<u32>,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self { fps: 30.0, keepalive: Duration::from_secs(1) }
+        Self { fps: 30.0, keepalive: Duration::from_secs(1), governor_start_bps: None }
     }
 }
 
@@ -104,6 +109,7 @@ impl Pipeline {
             .context("starting the capture thread")?;
         let stats = Arc::new(PipelineStats::default());
         let stop = Arc::new(AtomicBool::new(false));
+        let fps = capture.fps_control();
         // Policies: see PACKET_CHANNEL_CAPACITY and CONTROL_CHANNEL_CAPACITY.
         let (packet_tx, packets) = crossbeam_channel::bounded(PACKET_CHANNEL_CAPACITY);
         let (control, control_rx) = crossbeam_channel::bounded(CONTROL_CHANNEL_CAPACITY);
@@ -111,7 +117,9 @@ impl Pipeline {
             let (stats, stop) = (stats.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("peep-encode".into())
-                .spawn(move || EncodeLoop::new(consumer, encoder, stats, stop, packet_tx, control_rx).run())
+                .spawn(move || {
+                    EncodeLoop::new(consumer, encoder, (stats, stop), (packet_tx, control_rx), fps, config).run()
+                })
                 .context("starting the encode thread")?
         };
         Ok(Self { capture: Some(capture), encode: Some(encode), stop, control, packets, stats, capture_stats })
@@ -125,9 +133,6 @@ impl Pipeline {
     /// Sends a run-time command; returns false if it was dropped (channel
     /// full or pipeline ended).
     pub fn control(&self, command: Control) -> bool {
-        if let (Control::SetFps(fps), Some(capture)) = (command, &self.capture) {
-            capture.set_fps(fps);
-        }
         self.control.try_send(command).is_ok()
     }
 
@@ -186,6 +191,8 @@ struct EncodeLoop {
     packets: Sender<EncodedPacket>,
     control: Receiver<Control>,
     pool: BufferPool,
+    fps: peep_capture::driver::FpsControl,
+    governor: Option<FpsGovernor>,
     yuv: I420Frame,
     out: EncodedFrame,
     start: Option<Instant>,
@@ -195,10 +202,10 @@ impl EncodeLoop {
     fn new(
         ring: RingConsumer,
         encoder: Box<dyn Encoder>,
-        stats: Arc<PipelineStats>,
-        stop: Arc<AtomicBool>,
-        packets: Sender<EncodedPacket>,
-        control: Receiver<Control>,
+        (stats, stop): (Arc<PipelineStats>, Arc<AtomicBool>),
+        (packets, control): (Sender<EncodedPacket>, Receiver<Control>),
+        fps: peep_capture::driver::FpsControl,
+        config: PipelineConfig,
     ) -> Self {
         // One buffer per channel slot, one being filled, one held by the consumer.
         let pool = BufferPool::new(PACKET_CHANNEL_CAPACITY + 2, 256 * 1024);
@@ -210,6 +217,8 @@ impl EncodeLoop {
             packets,
             control,
             pool,
+            governor: config.governor_start_bps.map(|bps| FpsGovernor::new(config.fps, bps)),
+            fps,
             yuv: I420Frame::new(2, 2),
             out: EncodedFrame::with_capacity(256 * 1024),
             start: None,
@@ -240,6 +249,9 @@ impl EncodeLoop {
                 continue;
             }
             self.stats.capture_to_encoded.record(done.saturating_duration_since(meta.captured_at));
+            if let Some(fps) = self.governor.as_mut().and_then(|g| g.on_frame(self.out.data.len(), done)) {
+                self.set_fps(fps)?;
+            }
             self.stats.frames_encoded.fetch_add(1, Ordering::Relaxed);
             self.stats.bytes.fetch_add(self.out.data.len() as u64, Ordering::Relaxed);
             if self.out.keyframe {
@@ -266,6 +278,13 @@ impl EncodeLoop {
         Ok(())
     }
 
+    fn set_fps(&mut self, fps: f32) -> Result<()> {
+        self.fps.set(fps);
+        self.stats.fps_bits.store(fps.to_bits(), Ordering::Relaxed);
+        self.encoder.set_fps(fps)?;
+        Ok(())
+    }
+
     /// Blocks until the consumer takes the packet (see PACKET_CHANNEL_CAPACITY).
     /// Returns false when the consumer is gone or the pipeline is stopping.
     fn send(&self, mut packet: EncodedPacket) -> bool {
@@ -286,8 +305,17 @@ impl EncodeLoop {
     fn apply_controls(&mut self) -> Result<()> {
         loop {
             match self.control.try_recv() {
-                Ok(Control::SetBitrate(bps)) => self.encoder.set_bitrate(bps)?,
-                Ok(Control::SetFps(fps)) => self.encoder.set_fps(fps)?,
+                Ok(Control::SetBitrate(bps)) => {
+                    self.encoder.set_bitrate(bps)?;
+                    if let Some(g) = &mut self.governor {
+                        g.set_target(bps);
+                    }
+                }
+                Ok(Control::SetFps(fps)) => match self.governor.as_mut().map(|g| g.set_max_fps(fps)) {
+                    Some(None) => {}
+                    Some(Some(lower)) => self.set_fps(lower)?,
+                    None => self.set_fps(fps)?,
+                },
                 Ok(Control::Keyframe) => {
                     self.encoder.request_keyframe();
                     // An unchanged screen publishes nothing: ask for a frame.

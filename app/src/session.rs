@@ -40,6 +40,9 @@ impl Session {
         pipeline: PipelineConfig,
         share: ShareConfig,
     ) -> Result<Self> {
+        // Live viewers: trade frame rate for bitrate when the link is slow.
+        let start_bps = share.bitrate.clamp(peep_transport::rate::START_BPS);
+        let pipeline = PipelineConfig { governor_start_bps: Some(start_bps), ..pipeline };
         let share = Arc::new(Share::start(share).context("starting the share server")?);
         let mut pipeline = Pipeline::start(backend, encoder, pipeline)?;
         pipeline.set_paused(true);

@@ -20,6 +20,10 @@
   // reconnects to skip to live, and for how many consecutive seconds.
   const SKIP_TO_LIVE_MS = 400;
   const SKIP_TO_LIVE_SECONDS = 2;
+  // Not sooner after (re)connecting than this, nor more often: on a link
+  // slower than the stream a fresh start only adds a keyframe burst.
+  const SKIP_TO_LIVE_HOLDOFF_MS = 10000;
+  let connectedAt = 0;
 
   const MESSAGES = {
     connecting: 'Connecting…',
@@ -138,6 +142,7 @@
       if (conn !== pc) return;
       const s = conn.connectionState;
       if (s === 'connected') {
+        connectedAt = performance.now();
         clearTimeout(disconnectTimer);
         if (state !== 'live') setState('waiting');
       } else if (s === 'failed' || s === 'closed') {
@@ -248,7 +253,7 @@
     // Hidden tabs render nothing (no video frame callbacks): decoding is proof enough.
     if (frames > 0 && state === 'waiting') setState('live');
     lateSeconds = latest.jitterMs > SKIP_TO_LIVE_MS ? lateSeconds + 1 : 0;
-    if (lateSeconds >= SKIP_TO_LIVE_SECONDS) {
+    if (lateSeconds >= SKIP_TO_LIVE_SECONDS && performance.now() - connectedAt > SKIP_TO_LIVE_HOLDOFF_MS) {
       // Browsers cannot flush a jitter buffer: a fresh connection starts at a
       // keyframe with an empty one.
       lateSeconds = 0;

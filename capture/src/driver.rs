@@ -59,6 +59,11 @@ impl CaptureHandle {
         self.fps_bits.store(sanitize_fps(fps).to_bits(), Ordering::Relaxed);
     }
 
+    /// A handle that changes the frame rate from another thread.
+    pub fn fps_control(&self) -> FpsControl {
+        FpsControl(self.fps_bits.clone())
+    }
+
     /// Pauses or resumes capturing. A paused thread only sleeps: nothing is
     /// read from the source (for example while nobody watches).
     pub fn set_paused(&self, paused: bool) {
@@ -93,6 +98,22 @@ impl Drop for CaptureHandle {
     fn drop(&mut self) {
         self.stop();
         let _ = self.join_inner();
+    }
+}
+
+/// Changes a running capture's frame rate (cheap to clone and send).
+#[derive(Debug, Clone)]
+pub struct FpsControl(Arc<AtomicU32>);
+
+impl FpsControl {
+    /// Sets the frame rate from the next tick on.
+    pub fn set(&self, fps: f32) {
+        self.0.store(sanitize_fps(fps).to_bits(), Ordering::Relaxed);
+    }
+
+    /// The frame rate in force.
+    pub fn get(&self) -> f32 {
+        f32::from_bits(self.0.load(Ordering::Relaxed))
     }
 }
 

@@ -159,7 +159,7 @@ impl Default for OpenH264Config {
             keyframe_interval: 0,
             skip_frames: false,
             threads: 1,
-            qp_range: Some((12, 42)),
+            qp_range: Some((12, 51)),
             rate_control: RateControl::Bitrate,
             max_slice_bytes: None,
         }

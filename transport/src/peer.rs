@@ -6,10 +6,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::{PacerBuilder, Slot};
+use rtc::interceptor::{CongestionControlBuilder, PacerBuilder, Slot};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::interceptor_registry::{CongestionFeedback, configure_congestion_control};
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
@@ -21,7 +20,7 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceGatheringState,
     RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder, configure_nack,
-    configure_rtcp_reports,
+    configure_rtcp_reports, configure_twcc,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -32,6 +31,12 @@ use crate::keyframe::KeyframeReason;
 use crate::share::{Frame, Notice, Shared, VIEWER_QUEUE_FRAMES, Viewer};
 use crate::viewer::{ViewerState, ViewerStats};
 
+/// GCC's lower bound. `rtc` 0.21's GCC can collapse to its minimum after
+/// the losses of a first keyframe burst on a slow link and then climbs back
+/// only a few per cent per second; the pacer, which sends at 2.5× the
+/// estimate, would then hold a keyframe for seconds. Screen video at useful
+/// sizes needs a few hundred kbps anyway.
+pub const GCC_MIN_BPS: u32 = 250_000;
 /// How long ICE/DTLS may take before a viewer is given up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Without consent for this long a viewer is considered disconnected…
@@ -92,10 +97,12 @@ fn media_engine_and_registry(
     let mut registry = Registry::new();
     registry = configure_nack(registry, &mut media);
     registry = configure_rtcp_reports(registry);
-    let gcc = ReportingGcc::new(f64::from(start_bps), 50_000.0, f64::from(max_bps) * 1.5, stats.clone());
-    registry = configure_congestion_control(registry, gcc, CongestionFeedback::Twcc, &mut media).map_err(webrtc_err)?;
-    // The pacer's own default start rate is 1 Mbps until the first estimate.
+    // TWCC sequence numbers and feedback, GCC on the feedback, and a pacer
+    // (whose own default start rate would be 1 Mbps until the first estimate).
+    let gcc = ReportingGcc::new(f64::from(start_bps), f64::from(GCC_MIN_BPS), f64::from(max_bps) * 1.5, stats.clone());
+    registry = configure_twcc(registry, &mut media).map_err(webrtc_err)?;
     registry = registry
+        .with(Slot::CongestionControl, CongestionControlBuilder::new(gcc).build())
         .with(Slot::Pacer, PacerBuilder::new().with_target_bitrate(f64::from(start_bps) * PACING_FACTOR).build());
     registry = registry
         .with(Slot::from(500), RtcpTap::new(stats.clone()))
@@ -188,6 +195,7 @@ pub(crate) async fn accept_offer(
         notice,
         peer,
         fault_drop_keyframe: std::sync::atomic::AtomicBool::new(shared.fault_drop_first_keyframe),
+        recovering: std::sync::atomic::AtomicBool::new(false),
     });
     crate::share::lock(&shared.viewers).insert(id.clone(), viewer.clone());
     shared.stats.viewers_joined.fetch_add(1, Ordering::Relaxed);

@@ -1,20 +1,32 @@
 //! Combining viewers' bandwidth estimates into one encoder bitrate.
 //!
 //! One encode feeds every viewer, so one bitrate must suit them all. Each
-//! viewer's connection runs GCC on its TWCC feedback; the encoder target is
-//! the **lowest** estimate among connected viewers (times a margin for RTP
-//! and retransmission overhead), clamped to the quality preset's floor and
-//! ceiling. Below the floor Peep does not degrade everyone further: a viewer
-//! whose link cannot carry the floor falls behind, its queue overflows, it
-//! skips to the next keyframe, and the others are unaffected. Changes are
-//! applied when they move the target by more than 10 % (or reach a bound),
-//! at most every 250 ms, so the encoder is not reconfigured on every report.
+//! viewer's connection runs GCC on its TWCC feedback, and the estimates
+//! combine like this (each times a margin for RTP and retransmissions):
+//!
+//! * every viewer at or above the preset's floor: the **lowest** estimate,
+//!   capped at the ceiling — the slowest viewer sets the pace;
+//! * some below the floor, some above: **the floor** — a viewer whose link
+//!   cannot carry the floor does not drag the others into mush; it falls
+//!   behind, its queue overflows, it skips to the next keyframe, and the
+//!   others are unaffected;
+//! * every viewer below the floor (a lone viewer on a slow link, say): the
+//!   **highest** estimate, never below [`ABSOLUTE_MIN_BPS`] — a blurry
+//!   picture that moves beats a sharp one that never arrives.
+//!
+//! Changes are applied when they move the target by more than 10 % (or reach
+//! a bound), at most every 250 ms, so the encoder is not reconfigured on
+//! every report.
 
 use std::time::{Duration, Instant};
 
 /// Share of the estimate given to the encoder (the rest covers RTP headers,
 /// RTCP and retransmissions).
 pub const ESTIMATE_MARGIN: f64 = 0.85;
+/// Where the encoder and each viewer's congestion controller start.
+pub const START_BPS: u32 = 2_000_000;
+/// The encoder never goes below this, whatever the estimates.
+pub const ABSOLUTE_MIN_BPS: u32 = 200_000;
 /// Minimum time between encoder bitrate changes.
 pub const MIN_UPDATE_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -49,10 +61,11 @@ pub struct RateController {
 }
 
 impl RateController {
-    /// Starts at the ceiling: GCC probes down quickly on a bad link, and a
-    /// screen share's first seconds (the first keyframe) deserve quality.
+    /// Starts at [`START_BPS`] (within the range): a first keyframe blasted
+    /// at a high rate into a slow link takes seconds to arrive and can
+    /// collapse the estimate; on a LAN GCC climbs from there within seconds.
     pub fn new(range: BitrateRange) -> Self {
-        Self { range, current_bps: range.ceiling_bps, last_change: None }
+        Self { range, current_bps: range.clamp(START_BPS), last_change: None }
     }
 
     /// The bitrate the encoder should run at now.
@@ -75,8 +88,20 @@ impl RateController {
     /// Feeds the current estimates (bps) of all connected viewers. Returns a
     /// new encoder bitrate when it should change.
     pub fn update(&mut self, estimates_bps: impl IntoIterator<Item = f64>, now: Instant) -> Option<u32> {
-        let lowest = estimates_bps.into_iter().filter(|e| e.is_finite() && *e > 0.0).reduce(f64::min)?;
-        let target = self.range.clamp((lowest * ESTIMATE_MARGIN).min(f64::from(u32::MAX)) as u32);
+        let usable: Vec<u32> = estimates_bps
+            .into_iter()
+            .filter(|e| e.is_finite() && *e > 0.0)
+            .map(|e| (e * ESTIMATE_MARGIN).min(f64::from(u32::MAX)) as u32)
+            .collect();
+        let (lowest, highest) = (*usable.iter().min()?, *usable.iter().max()?);
+        let floor = self.range.floor_bps;
+        let target = if lowest >= floor {
+            lowest.min(self.range.ceiling_bps)
+        } else if highest >= floor {
+            floor
+        } else {
+            highest.max(ABSOLUTE_MIN_BPS)
+        };
         self.change(target, now, false)
     }
 
@@ -85,7 +110,7 @@ impl RateController {
             return None;
         }
         let relative = (f64::from(target) - f64::from(self.current_bps)).abs() / f64::from(self.current_bps.max(1));
-        let at_bound = target == self.range.floor_bps || target == self.range.ceiling_bps;
+        let at_bound = target == self.range.floor_bps || target == self.range.ceiling_bps || target == ABSOLUTE_MIN_BPS;
         let waited = self.last_change.is_none_or(|t| now.saturating_duration_since(t) >= MIN_UPDATE_INTERVAL);
         if immediate || (waited && (relative > 0.10 || at_bound)) {
             self.current_bps = target;
@@ -105,13 +130,16 @@ mod tests {
     fn lowest_viewer_sets_the_rate_within_the_range() {
         let t0 = Instant::now();
         let mut r = RateController::new(BitrateRange::new(500_000, 4_000_000));
-        assert_eq!(r.current_bps(), 4_000_000);
+        assert_eq!(r.current_bps(), START_BPS);
         let got = r.update([10e6, 2e6, 3e6], t0);
         assert_eq!(got, Some(1_700_000));
         // A viewer below the floor does not drag everyone below it.
         assert_eq!(r.update([100e3, 5e6], t0 + Duration::from_secs(1)), Some(500_000));
+        // Everyone below the floor: the best of them, not less than the absolute minimum.
+        assert_eq!(r.update([300e3, 400e3], t0 + Duration::from_millis(1500)), Some(340_000));
+        assert_eq!(r.update([50e3], t0 + Duration::from_millis(2000)), Some(ABSOLUTE_MIN_BPS));
         // Plenty of bandwidth: back to the ceiling.
-        assert_eq!(r.update([50e6], t0 + Duration::from_secs(2)), Some(4_000_000));
+        assert_eq!(r.update([50e6], t0 + Duration::from_millis(2500)), Some(4_000_000));
         // No viewers: no change.
         assert_eq!(r.update([], t0 + Duration::from_secs(3)), None);
     }
@@ -121,9 +149,9 @@ mod tests {
         let t0 = Instant::now();
         let mut r = RateController::new(BitrateRange::new(100_000, 10_000_000));
         assert_eq!(r.update([4e6], t0), Some(3_400_000));
-        assert_eq!(r.update([4.2e6], t0 + Duration::from_secs(1)), None, "under 10 %");
-        assert_eq!(r.update([2e6], t0 + Duration::from_millis(1100)), None, "too soon");
-        assert_eq!(r.update([2e6], t0 + Duration::from_millis(1300)), Some(1_700_000));
+        assert_eq!(r.update([4.2e6], t0 + Duration::from_millis(50)), None, "under 10 %");
+        assert_eq!(r.update([2e6], t0 + Duration::from_millis(100)), None, "too soon after the last change");
+        assert_eq!(r.update([2e6], t0 + Duration::from_millis(300)), Some(1_700_000));
         assert_eq!(r.update([f64::NAN, -1.0], t0 + Duration::from_secs(9)), None);
     }
 

@@ -8,12 +8,14 @@
 //! Fan-out: the frame's bytes are copied once into a reference-counted
 //! buffer and queued to every connected viewer's sender task through a
 //! bounded channel of [`VIEWER_QUEUE_FRAMES`]. **Policy when a viewer's
-//! queue is full:** the frame is dropped for that viewer only, the viewer is
-//! marked as needing a keyframe (its following frames are skipped until one
-//! arrives, so its decoder never sees a broken reference chain), and a
-//! keyframe is requested through the coalescer. A viewer that stops reading
-//! or vanishes therefore never stalls the others; ICE consent failure then
-//! closes it and frees its resources.
+//! queue is full:** the frame is dropped for that viewer only, and the
+//! viewer is marked as needing a keyframe (its following frames are skipped
+//! until one arrives, so its decoder never sees a broken reference chain).
+//! The keyframe is requested once its queue has drained to half (checked
+//! every 50 ms): asking at once would queue a large IDR behind a backlog on
+//! a link that is already too slow, overflow again, and start a keyframe
+//! storm. A viewer that stops reading or vanishes therefore never stalls the
+//! others; ICE consent failure then closes it and frees its resources.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -130,6 +132,9 @@ pub(crate) struct Viewer {
     pub peer: PeerHandle,
     /// Fault injection: withhold keyframes until the viewer asks for one.
     pub fault_drop_keyframe: AtomicBool,
+    /// Frames were dropped for this viewer: it needs a keyframe once its
+    /// queue has drained.
+    pub recovering: AtomicBool,
 }
 
 /// State shared by the server, the viewer tasks and the [`Share`] handle.
@@ -170,8 +175,17 @@ impl Shared {
         }
     }
 
-    /// Periodic work: deferred keyframes and congestion control.
+    /// Periodic work: recovery keyframes, deferred keyframes and congestion control.
     pub fn tick(&self, now: Instant) {
+        let recovering = lock(&self.viewers).values().any(|v| {
+            v.stats.state() == ViewerState::Connected
+                && v.stats.needs_keyframe.load(Ordering::Relaxed)
+                && v.recovering.load(Ordering::Relaxed)
+                && v.queue.capacity() * 2 >= VIEWER_QUEUE_FRAMES
+        });
+        if recovering {
+            self.request_keyframe(KeyframeReason::Recovery);
+        }
         self.poll_keyframes(now);
         let estimates: Vec<f64> = lock(&self.viewers)
             .values()
@@ -284,7 +298,7 @@ impl Share {
             ending: AtomicBool::new(false),
             fault_drop_first_keyframe: config.fault_drop_first_keyframe,
         });
-        shared.stats.target_bps.store(u64::from(config.bitrate.ceiling_bps), Ordering::Relaxed);
+        shared.stats.target_bps.store(u64::from(shared.start_bps()), Ordering::Relaxed);
         let addr = SocketAddr::new(config.bind, config.port);
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(addr))
@@ -356,7 +370,6 @@ impl Share {
             lock(&shared.keyframes).keyframe_sent(now);
         }
         let frame = Frame { data: Bytes::copy_from_slice(data), captured_at };
-        let mut recovery = false;
         for v in lock(&shared.viewers).values() {
             let s = &v.stats;
             if s.state() != ViewerState::Connected {
@@ -378,18 +391,16 @@ impl Share {
                 Ok(()) => {
                     if keyframe {
                         s.needs_keyframe.store(false, Ordering::Relaxed);
+                        v.recovering.store(false, Ordering::Relaxed);
                     }
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     s.frames_dropped.fetch_add(1, Ordering::Relaxed);
                     s.needs_keyframe.store(true, Ordering::Relaxed);
-                    recovery = true;
+                    v.recovering.store(true, Ordering::Relaxed);
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
-        }
-        if recovery {
-            shared.request_keyframe(KeyframeReason::Recovery);
         }
     }
 

@@ -94,6 +94,11 @@ pub struct Page {
 impl Browser {
     /// Starts headless Chromium. Fails with an install hint when it is missing.
     pub fn launch() -> Self {
+        Self::launch_with(&[])
+    }
+
+    /// Starts headless Chromium with extra command-line flags.
+    pub fn launch_with(extra_args: &[&str]) -> Self {
         assert!(
             std::path::Path::new(CHROMIUM).exists(),
             "browser tests need Debian's Chromium: install it with `apt-get install chromium`"
@@ -123,6 +128,7 @@ impl Browser {
                 "--remote-debugging-port=0",
                 "--window-size=1280,800",
             ])
+            .args(extra_args)
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg("about:blank")
             .stdin(Stdio::null())
