@@ -49,7 +49,7 @@ enum Command {
     },
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, clap::Parser)]
 struct ShareArgs {
     /// Source id from `peep list` (`screen`, `monitor:NAME`, `window:0xID`,
     /// `synthetic[:SCENE]`). Defaults to the primary display.
@@ -151,10 +151,13 @@ pub fn run() -> Result<()> {
         Some(Command::Record(args)) => record(args),
         Some(Command::Share(args)) => share(args),
         Some(Command::DemoWindow { scene, fps, seconds }) => demo_window(&scene, fps, seconds),
+        None if crate::gui::display_available() => crate::gui::run(),
         None => {
-            // The desktop GUI and `peep share` arrive with later milestones.
-            eprintln!("peep: the desktop GUI is not built yet; try `peep list` or `peep record --help`.");
-            list(false)
+            eprintln!(
+                "peep: no display (DISPLAY and WAYLAND_DISPLAY are unset), so no window: sharing the synthetic \
+                 test screen headless. To share headless yourself, run `peep share` (see `peep share --help`)."
+            );
+            share(ShareArgs::parse_from(["share", "--source", "synthetic"]))
         }
     }
 }

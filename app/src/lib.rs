@@ -19,7 +19,9 @@
 
 pub mod cli;
 pub mod governor;
+pub mod gui;
 pub mod pipeline;
 pub mod presets;
 pub mod session;
+pub mod settings;
 pub mod stats;

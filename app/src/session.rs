@@ -27,6 +27,8 @@ use crate::pipeline::{Control, Pipeline, PipelineConfig};
 pub struct Session {
     share: Arc<Share>,
     stop: Arc<AtomicBool>,
+    controls: crossbeam_channel::Sender<Control>,
+    preview: Arc<std::sync::Mutex<Option<crossbeam_channel::Sender<PreviewPacket>>>>,
     fanout: Option<JoinHandle<Result<()>>>,
     pipeline_stats: Arc<crate::stats::PipelineStats>,
     capture_stats: Arc<peep_capture::driver::CaptureStats>,
@@ -48,19 +50,43 @@ impl Session {
         pipeline.set_paused(true);
         let (pipeline_stats, capture_stats) = (pipeline.stats.clone(), pipeline.capture_stats.clone());
         let stop = Arc::new(AtomicBool::new(false));
+        // Policy when full: the command is dropped (settings; the next one wins).
+        let (controls, control_rx) = crossbeam_channel::bounded(16);
+        let preview = Arc::new(std::sync::Mutex::new(None));
         let fanout = {
-            let (share, stop) = (share.clone(), stop.clone());
+            let (share, stop, preview) = (share.clone(), stop.clone(), preview.clone());
             std::thread::Builder::new()
                 .name("peep-fanout".into())
-                .spawn(move || fan_out(&mut pipeline, &share, &stop).and(pipeline.stop()))
+                .spawn(move || {
+                    let taps = Taps { controls: control_rx, preview };
+                    fan_out(&mut pipeline, &share, &stop, &taps).and(pipeline.stop())
+                })
                 .context("starting the fan-out thread")?
         };
-        Ok(Self { share, stop, fanout: Some(fanout), pipeline_stats, capture_stats })
+        Ok(Self { share, stop, controls, preview, fanout: Some(fanout), pipeline_stats, capture_stats })
     }
 
     /// The share (link, viewers, kick, password).
     pub fn share(&self) -> &Share {
         &self.share
+    }
+
+    /// Sends a run-time command to the pipeline (fps, bitrate, keyframe);
+    /// false if it was dropped.
+    pub fn control(&self, command: Control) -> bool {
+        self.controls.try_send(command).is_ok()
+    }
+
+    /// Starts (Some) or stops (None) copying every encoded frame to a
+    /// preview decoder. A keyframe is requested so decoding can begin.
+    /// Policy when the preview's channel is full: the frame is dropped for
+    /// the preview and a keyframe is requested (it resynchronises).
+    pub fn set_preview(&self, tap: Option<crossbeam_channel::Sender<PreviewPacket>>) {
+        let opened = tap.is_some();
+        *self.preview.lock().unwrap_or_else(|e| e.into_inner()) = tap;
+        if opened {
+            self.control(Control::Keyframe);
+        }
     }
 
     /// Encoder-side stats.
@@ -102,16 +128,47 @@ impl Drop for Session {
     }
 }
 
-fn fan_out(pipeline: &mut Pipeline, share: &Share, stop: &AtomicBool) -> Result<()> {
+/// One encoded frame for the local preview.
+#[derive(Debug, Clone)]
+pub struct PreviewPacket {
+    /// Annex-B access unit.
+    pub data: Vec<u8>,
+    /// Whether it is an IDR.
+    pub keyframe: bool,
+}
+
+struct Taps {
+    controls: crossbeam_channel::Receiver<Control>,
+    preview: Arc<std::sync::Mutex<Option<crossbeam_channel::Sender<PreviewPacket>>>>,
+}
+
+fn fan_out(pipeline: &mut Pipeline, share: &Share, stop: &AtomicBool, taps: &Taps) -> Result<()> {
     let mut paused = true;
+    let mut preview_needs_keyframe = true;
     while !stop.load(Ordering::Acquire) {
-        let watching = share.connected_viewers() > 0;
+        for command in taps.controls.try_iter() {
+            pipeline.control(command);
+        }
+        let preview = taps.preview.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if preview.is_none() {
+            preview_needs_keyframe = true;
+        }
+        let watching = share.connected_viewers() > 0 || preview.is_some();
         if watching == paused {
             paused = !watching;
             pipeline.set_paused(paused);
         }
         if let Some(packet) = pipeline.recv_timeout(Duration::from_millis(50))? {
             share.send_frame(&packet.data, packet.keyframe, packet.captured_at);
+            if let Some(tap) = &preview
+                && (packet.keyframe || !preview_needs_keyframe)
+            {
+                let copy = PreviewPacket { data: packet.data.to_vec(), keyframe: packet.keyframe };
+                preview_needs_keyframe = tap.try_send(copy).is_err();
+                if preview_needs_keyframe {
+                    pipeline.control(Control::Keyframe);
+                }
+            }
         }
         for request in share.encoder_requests().try_iter() {
             let control = match request {

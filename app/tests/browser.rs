@@ -169,3 +169,73 @@ fn a_vanished_viewer_never_stalls_the_others_and_is_freed() {
     assert!(distinct >= 20, "the staying viewer kept receiving frames: {counters:?}");
     wait_until("the vanished viewer to be freed", Duration::from_secs(20), || s.share().viewers().len() == 1);
 }
+
+#[test]
+fn page_reconnects_by_itself_after_a_network_failure() {
+    let s = session(ShareConfig::default());
+    let mut b = Browser::launch();
+    let page = b.open(s.share().link());
+    b.wait_for(&page, LIVE, Duration::from_secs(20));
+    let id = s.share().viewers().pop().expect("viewer").id;
+    assert!(s.share().drop_connection(&id));
+    b.wait_for(&page, "peep.stats().reconnects >= 1", Duration::from_secs(20));
+    b.wait_for(&page, LIVE, Duration::from_secs(20));
+    wait_until("the viewer to be back", Duration::from_secs(10), || s.share().connected_viewers() == 1);
+    let counters = read_marks(&mut b, &page, Duration::from_millis(800));
+    assert!(counters.windows(2).any(|w| w[0] < w[1]), "frames flow again: {counters:?}");
+}
+
+#[test]
+fn viewer_controls_scale_zoom_stats_and_help() {
+    let s = session(ShareConfig::default());
+    let mut b = Browser::launch();
+    let page = b.open(s.share().link());
+    b.wait_for(&page, LIVE, Duration::from_secs(20));
+    let key = |b: &mut Browser, k: &str| {
+        b.eval(&page, &format!("document.dispatchEvent(new KeyboardEvent('keydown', {{ key: '{k}' }}))"));
+    };
+    let scale = |b: &mut Browser| b.eval(&page, "peep.scale()");
+    // Fit (default): 640x360 scaled to touch the window's edges.
+    let fit = scale(&mut b);
+    let expected = b.eval(&page, "Math.min(innerWidth / 640, innerHeight / 360)").as_f64().unwrap_or(0.0);
+    assert_eq!(fit["mode"], "fit");
+    assert!(expected > 1.0 && (fit["s"].as_f64().unwrap_or(0.0) - expected).abs() < 0.01, "{fit} vs {expected}");
+    key(&mut b, "1");
+    let native = scale(&mut b);
+    assert_eq!(native["mode"], "native");
+    assert!((native["s"].as_f64().unwrap_or(0.0) - 1.0).abs() < 0.01, "{native}");
+    key(&mut b, "2");
+    let fill = scale(&mut b);
+    assert_eq!(fill["mode"], "fill");
+    let cover = b.eval(&page, "Math.max(innerWidth / 640, innerHeight / 360)").as_f64().unwrap_or(0.0);
+    assert!((fill["s"].as_f64().unwrap_or(0.0) - cover).abs() < 0.01, "fill covers the window: {fill} vs {cover}");
+    key(&mut b, "+");
+    assert!(scale(&mut b)["zoom"].as_f64().unwrap_or(0.0) > 1.2, "zoomed in");
+    // Wheel zoom and drag pan.
+    b.eval(&page, "document.getElementById('stage').dispatchEvent(new WheelEvent('wheel', { deltaY: -200, clientX: 100, clientY: 100, cancelable: true }))");
+    let zoomed = scale(&mut b)["zoom"].as_f64().unwrap_or(0.0);
+    assert!(zoomed > 1.5, "wheel zoom: {zoomed}");
+    let before = scale(&mut b)["x"].as_f64().unwrap_or(0.0);
+    key(&mut b, "ArrowLeft");
+    assert_ne!(scale(&mut b)["x"].as_f64().unwrap_or(0.0), before, "arrow keys pan");
+    key(&mut b, "0");
+    assert_eq!(scale(&mut b)["mode"], "fit");
+    // Statistics overlay and help.
+    key(&mut b, "s");
+    b.wait_for(&page, "!document.getElementById('stats').hidden", Duration::from_secs(2));
+    b.wait_for(&page, "document.getElementById('stats').textContent.includes('640×360')", Duration::from_secs(5));
+    let text = b.eval(&page, "document.getElementById('stats').textContent").as_str().unwrap_or_default().to_owned();
+    for field in ["resolution", "fps", "bitrate", "rtt", "loss", "decode", "jitter buf"] {
+        assert!(text.contains(field), "stats overlay shows {field}: {text}");
+    }
+    key(&mut b, "?");
+    assert_eq!(b.eval(&page, "document.getElementById('help').hidden"), false);
+    key(&mut b, "Escape");
+    assert_eq!(b.eval(&page, "document.getElementById('help').hidden"), true);
+    let shots = std::env::var_os("PEEP_SCREENSHOTS");
+    if let Some(dir) = shots {
+        key(&mut b, "s");
+        key(&mut b, "s");
+        b.screenshot(&page, &std::path::Path::new(&dir).join("viewer.png"));
+    }
+}

@@ -38,6 +38,20 @@ pub enum CaptureError {
     /// The backend was stopped.
     #[error("capture stopped")]
     Stopped,
+    /// The OS does not allow this process to record the screen (macOS:
+    /// Screen Recording permission).
+    #[error(
+        "screen recording is not allowed{detail}: open System Settings → Privacy & Security → Screen Recording, turn on the app running Peep (e.g. your terminal, or Peep itself), then quit and reopen it",
+        detail = detail_suffix(.0)
+    )]
+    PermissionDenied(Option<String>),
+    /// A ScreenCaptureKit call failed (macOS).
+    #[error("ScreenCaptureKit: {0}")]
+    ScreenCaptureKit(String),
+}
+
+fn detail_suffix(detail: &Option<String>) -> String {
+    detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default()
 }
 
 fn display_suffix(display: &Option<String>) -> String {

@@ -46,12 +46,16 @@
 //! # }
 //! ```
 
+pub mod avcc;
 pub mod convert;
 pub mod encoder;
 pub mod error;
 pub mod openh264;
 pub mod pool;
 pub mod quality;
+#[cfg(target_os = "macos")]
+pub mod videotoolbox;
+pub mod videotoolbox_core;
 
 pub use crate::openh264::{Complexity, OpenH264Config, OpenH264Encoder, RateControl, Usage};
 pub use convert::{I420Frame, Nv12Frame, bgra_to_i420, bgra_to_nv12};

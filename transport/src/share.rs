@@ -434,6 +434,17 @@ impl Share {
         true
     }
 
+    /// Fault injection for tests: drops a viewer's connection without
+    /// telling its page (as a network failure would).
+    #[doc(hidden)]
+    pub fn drop_connection(&self, id: &str) -> bool {
+        let Some(v) = self.shared.remove_viewer(id) else { return false };
+        if let Some(rt) = &self.runtime {
+            rt.spawn(async move { v.peer.close().await });
+        }
+        true
+    }
+
     /// Changes the password (`None` to remove it); applies to new viewers.
     pub fn set_password(&self, password: Option<String>) {
         *lock(&self.shared.password) = password.filter(|p| !p.is_empty());

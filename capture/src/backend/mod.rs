@@ -3,6 +3,9 @@
 use crate::error::Result;
 use crate::ring::RingProducer;
 
+#[cfg(target_os = "macos")]
+pub mod macos;
+pub mod macos_logic;
 pub mod synthetic;
 #[cfg(target_os = "linux")]
 pub mod x11;
