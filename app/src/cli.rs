@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use peep_capture::SourceId;
 use peep_capture::backend::CaptureBackend;
 use peep_capture::backend::synthetic::SyntheticBackend;
-use peep_capture::backend::x11::X11Session;
+use peep_capture::platform::PlatformSession;
 use peep_capture::synthetic::Scene;
 use peep_encode::{OpenH264Config, OpenH264Encoder};
 
@@ -150,7 +150,10 @@ pub fn run() -> Result<()> {
         Some(Command::List { json }) => list(json),
         Some(Command::Record(args)) => record(args),
         Some(Command::Share(args)) => share(args),
+        #[cfg(target_os = "linux")]
         Some(Command::DemoWindow { scene, fps, seconds }) => demo_window(&scene, fps, seconds),
+        #[cfg(not(target_os = "linux"))]
+        Some(Command::DemoWindow { .. }) => bail!("demo-window needs X11"),
         None if crate::gui::display_available() => crate::gui::run(),
         None => {
             eprintln!(
@@ -163,7 +166,7 @@ pub fn run() -> Result<()> {
 }
 
 fn list(json: bool) -> Result<()> {
-    let session = X11Session::connect()?;
+    let session = PlatformSession::connect()?;
     let sources = session.list_sources()?;
     let mut out = std::io::stdout().lock();
     if json {
@@ -202,7 +205,7 @@ pub fn open_source(source: Option<&str>, synthetic_size: (u32, u32), cursor: boo
     let mut backend: Box<dyn CaptureBackend> = match id {
         Some(SourceId::Synthetic(scene)) => Box::new(SyntheticBackend::new(synthetic_size.0, synthetic_size.1, scene)?),
         id => {
-            let session = X11Session::connect()?;
+            let session = PlatformSession::connect()?;
             let id = match id {
                 Some(id) => id,
                 None => session.primary_display()?,
@@ -273,14 +276,14 @@ fn share(args: ShareArgs) -> Result<()> {
     use crate::presets;
     use crate::session::Session;
 
-    let range = match (args.bitrate, args.quality.as_deref()) {
-        (Some(bps), _) => presets::range_for_bitrate(bps),
+    let (range, max_height) = match (args.bitrate, args.quality.as_deref()) {
+        (Some(bps), _) => (presets::range_for_bitrate(bps), None),
         (None, name) => {
             let name = name.unwrap_or(presets::DEFAULT_QUALITY);
             let names: Vec<_> = presets::QUALITIES.iter().map(|q| q.name).collect();
-            presets::quality(name)
-                .with_context(|| format!("unknown quality {name:?} (one of: {})", names.join(", ")))?
-                .range()
+            let q = presets::quality(name)
+                .with_context(|| format!("unknown quality {name:?} (one of: {})", names.join(", ")))?;
+            (q.range(), q.max_height)
         }
     };
     if !(args.fps > 0.0 && args.fps <= 240.0) {
@@ -288,11 +291,7 @@ fn share(args: ShareArgs) -> Result<()> {
     }
     let backend = open_source(args.source.as_deref(), args.size, !args.no_cursor)?;
     let description = backend.describe();
-    let encoder = OpenH264Encoder::new(OpenH264Config {
-        bitrate_bps: range.ceiling_bps,
-        fps: args.fps,
-        ..OpenH264Config::default()
-    })?;
+    let encoder = crate::session::live_encoder(range.clamp(peep_transport::rate::START_BPS), args.fps)?;
     let config = ShareConfig {
         bind: args.bind,
         port: args.port,
@@ -302,12 +301,8 @@ fn share(args: ShareArgs) -> Result<()> {
         bitrate: range,
         ..ShareConfig::default()
     };
-    let session = Session::start(
-        backend,
-        Box::new(encoder),
-        PipelineConfig { fps: args.fps, ..PipelineConfig::default() },
-        config,
-    )?;
+    let pipeline = PipelineConfig { fps: args.fps, max_height, ..PipelineConfig::default() };
+    let session = Session::start(backend, encoder, pipeline, config)?;
     let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
         let interrupted = interrupted.clone();
@@ -374,7 +369,9 @@ fn pipeline_summary(p: &Pipeline, elapsed: Duration, written: u64) -> String {
     )
 }
 
+#[cfg(target_os = "linux")]
 fn demo_window(scene: &str, fps: f32, seconds: f64) -> Result<()> {
+    use peep_capture::backend::x11::X11Session;
     use peep_capture::marks::FrameMark;
     use peep_capture::synthetic::SyntheticScene;
     use peep_capture::testing::DemoWindow;

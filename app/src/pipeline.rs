@@ -64,6 +64,9 @@ pub enum Control {
     SetFps(f32),
     /// Make the next frame an IDR.
     Keyframe,
+    /// Resolution policy: halve frames until they are at most this tall
+    /// (`None`: native size).
+    SetMaxHeight(Option<u32>),
 }
 
 /// Pipeline settings.
@@ -77,11 +80,13 @@ pub struct PipelineConfig {
     /// (see [`crate::governor`]), starting from this target. `None` keeps
     /// the frame rate fixed (recording to a file).
     pub governor_start_bps: Option<u32>,
+    /// Resolution policy (see [`Control::SetMaxHeight`]).
+    pub max_height: Option<u32>,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self { fps: 30.0, keepalive: Duration::from_secs(1), governor_start_bps: None }
+        Self { fps: 30.0, keepalive: Duration::from_secs(1), governor_start_bps: None, max_height: None }
     }
 }
 
@@ -194,6 +199,9 @@ struct EncodeLoop {
     fps: peep_capture::driver::FpsControl,
     governor: Option<FpsGovernor>,
     yuv: I420Frame,
+    /// Halved copies of `yuv` for the resolution policy.
+    scaled: [I420Frame; 2],
+    max_height: Option<u32>,
     out: EncodedFrame,
     start: Option<Instant>,
 }
@@ -220,6 +228,8 @@ impl EncodeLoop {
             governor: config.governor_start_bps.map(|bps| FpsGovernor::new(config.fps, bps)),
             fps,
             yuv: I420Frame::new(2, 2),
+            scaled: [I420Frame::new(2, 2), I420Frame::new(2, 2)],
+            max_height: config.max_height,
             out: EncodedFrame::with_capacity(256 * 1024),
             start: None,
         }
@@ -241,7 +251,22 @@ impl EncodeLoop {
             self.stats.frames_dropped.store(self.ring.stats().overwritten.load(Ordering::Relaxed), Ordering::Relaxed);
             let start = *self.start.get_or_insert(meta.captured_at);
             let pts = meta.captured_at.saturating_duration_since(start);
-            let outcome = self.encoder.encode(&self.yuv, pts, &mut self.out)?;
+            let halvings = self.max_height.map_or(0, |max| peep_encode::scale::halvings_for(meta.height, max)) as usize;
+            let source: &I420Frame = if halvings == 0 {
+                &self.yuv
+            } else {
+                peep_encode::scale::downscale_half(&self.yuv, &mut self.scaled[0]);
+                for i in 1..halvings {
+                    let (a, b) = self.scaled.split_at_mut(1);
+                    if i % 2 == 1 {
+                        peep_encode::scale::downscale_half(&a[0], &mut b[0]);
+                    } else {
+                        peep_encode::scale::downscale_half(&b[0], &mut a[0]);
+                    }
+                }
+                &self.scaled[(halvings - 1) % 2]
+            };
+            let outcome = self.encoder.encode(source, pts, &mut self.out)?;
             let done = Instant::now();
             self.stats.encode_time.record(done - started);
             if outcome == EncodeOutcome::Skipped {
@@ -316,6 +341,7 @@ impl EncodeLoop {
                     Some(Some(lower)) => self.set_fps(lower)?,
                     None => self.set_fps(fps)?,
                 },
+                Ok(Control::SetMaxHeight(max)) => self.max_height = max,
                 Ok(Control::Keyframe) => {
                     self.encoder.request_keyframe();
                     // An unchanged screen publishes nothing: ask for a frame.

@@ -1,4 +1,5 @@
-//! Named quality presets: a bitrate floor and ceiling for congestion control.
+//! Named quality presets: a bitrate floor and ceiling for congestion control
+//! and a resolution policy.
 
 use peep_transport::BitrateRange;
 
@@ -13,6 +14,9 @@ pub struct Quality {
     pub floor_bps: u32,
     /// …nor above this (bps).
     pub ceiling_bps: u32,
+    /// Resolution policy: frames taller than this are halved until they
+    /// fit; `None` keeps native size (sharpest text).
+    pub max_height: Option<u32>,
 }
 
 impl Quality {
@@ -26,13 +30,32 @@ impl Quality {
 pub const QUALITIES: [Quality; 4] = [
     Quality {
         name: "low",
-        description: "slow links, phones on mobile data",
+        description: "slow links, phones on mobile data; at most 720 lines",
         floor_bps: 250_000,
         ceiling_bps: 1_000_000,
+        max_height: Some(720),
     },
-    Quality { name: "balanced", description: "a good default on a LAN", floor_bps: 800_000, ceiling_bps: 4_000_000 },
-    Quality { name: "sharp", description: "code and small text", floor_bps: 1_500_000, ceiling_bps: 8_000_000 },
-    Quality { name: "max", description: "4K, fast LAN", floor_bps: 3_000_000, ceiling_bps: 20_000_000 },
+    Quality {
+        name: "balanced",
+        description: "a good default on a LAN; at most 1080 lines",
+        floor_bps: 800_000,
+        ceiling_bps: 4_000_000,
+        max_height: Some(1080),
+    },
+    Quality {
+        name: "sharp",
+        description: "code and small text at native size",
+        floor_bps: 1_500_000,
+        ceiling_bps: 8_000_000,
+        max_height: None,
+    },
+    Quality {
+        name: "max",
+        description: "native size, 4K, fast LAN",
+        floor_bps: 3_000_000,
+        ceiling_bps: 20_000_000,
+        max_height: None,
+    },
 ];
 
 /// The default preset.

@@ -22,6 +22,23 @@ use peep_transport::{EncoderRequest, Share, ShareConfig};
 
 use crate::pipeline::{Control, Pipeline, PipelineConfig};
 
+/// The H.264 encoder for live sharing: VideoToolbox on macOS (OpenH264 when
+/// the Mac has no hardware encoder), OpenH264 elsewhere.
+pub fn live_encoder(bitrate_bps: u32, fps: f32) -> Result<Box<dyn Encoder>> {
+    #[cfg(target_os = "macos")]
+    {
+        use peep_encode::videotoolbox_core::{VideoToolboxConfig, open_h264_encoder};
+        let (encoder, _choice) =
+            open_h264_encoder(&VideoToolboxConfig { bitrate_bps, fps, ..VideoToolboxConfig::default() })?;
+        Ok(encoder)
+    }
+    #[cfg(not(target_os = "macos"))]
+    {
+        use peep_encode::{OpenH264Config, OpenH264Encoder};
+        Ok(Box::new(OpenH264Encoder::new(OpenH264Config { bitrate_bps, fps, ..OpenH264Config::default() })?))
+    }
+}
+
 /// A running share.
 #[derive(Debug)]
 pub struct Session {

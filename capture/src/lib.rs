@@ -25,6 +25,8 @@ pub mod driver;
 pub mod error;
 pub mod frame;
 pub mod marks;
+#[cfg(any(target_os = "linux", target_os = "macos"))]
+pub mod platform;
 pub mod ring;
 pub mod source;
 pub mod synthetic;

@@ -53,6 +53,7 @@ pub mod error;
 pub mod openh264;
 pub mod pool;
 pub mod quality;
+pub mod scale;
 #[cfg(target_os = "macos")]
 pub mod videotoolbox;
 pub mod videotoolbox_core;

@@ -59,7 +59,7 @@ pub enum RateControl {
 
 /// Settings for [`OpenH264Encoder`].
 ///
-/// The defaults (screen usage, high complexity, QP 12..=42, bitrate rate
+/// The defaults (screen usage, high complexity, QP 12..=51, bitrate rate
 /// control, no frame skipping, one thread, one slice) were chosen by
 /// measuring speed and quality with `encode/examples/mode_table.rs`: synthetic
 /// screen content (dark-theme text being typed, scrolled, or scrolled under a
@@ -120,6 +120,11 @@ pub enum RateControl {
 ///   vs 20.8 ms) but cost up to 1.9 dB; available via `max_slice_bytes` and
 ///   `threads` where latency matters more than sharpness.
 /// - The quality rate-control mode is 0.3–0.8 dB worse than bitrate mode.
+/// - The table was measured with QP 12..=42. The default now allows up to 51:
+///   at the 2.5–6 Mbps targets above the rate control does not reach 42, but
+///   when congestion control asks for a few hundred kbps on busy content
+///   (a 1 Mbit/s link, `app/tests/congestion.rs`) a ceiling of 42 made every
+///   frame overshoot the target several times over.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OpenH264Config {
     /// Target bitrate in bits per second; change it at run time with

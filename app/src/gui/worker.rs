@@ -7,9 +7,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use peep_capture::backend::x11::X11Session;
+use peep_capture::platform::PlatformSession;
 use peep_capture::{SourceId, SourceKind};
-use peep_encode::{OpenH264Config, OpenH264Encoder};
 use peep_transport::{ShareConfig, TransportError};
 
 use super::model::{Command, Event, Status};
@@ -109,6 +108,7 @@ fn run(commands: &Receiver<Command>, events: &Sender<Event>, preview: &Sender<Pr
             Ok(Command::SetQuality(name)) => {
                 if let (Some(s), Some(q)) = (&session, crate::presets::quality(&name)) {
                     s.share().set_bitrate_range(q.range());
+                    s.control(Control::SetMaxHeight(q.max_height));
                 }
             }
             Ok(Command::SetFps(fps)) => {
@@ -167,7 +167,7 @@ fn status(s: &Session, last: &mut (Instant, u64, u64)) -> Status {
 }
 
 fn list_sources() -> Event {
-    let session = match X11Session::connect() {
+    let session = match PlatformSession::connect() {
         Ok(s) => s,
         Err(e) => return Event::SourcesFailed(e.to_string()),
     };
@@ -188,25 +188,18 @@ fn list_sources() -> Event {
 }
 
 fn start(source: &str, quality: &str, fps: u32, port: u16, password: Option<String>) -> anyhow::Result<Session> {
-    let range = crate::presets::quality(quality).map(|q| q.range()).unwrap_or_else(|| {
-        crate::presets::quality(crate::presets::DEFAULT_QUALITY).expect("the default preset exists").range()
-    });
+    let preset = crate::presets::quality(quality)
+        .or_else(|| crate::presets::quality(crate::presets::DEFAULT_QUALITY))
+        .expect("the default preset exists");
+    let range = preset.range();
     let mut last_error = None;
     for candidate in (0..PORT_ATTEMPTS).filter_map(|i| port.checked_add(i)) {
         let backend = crate::cli::open_source(Some(source), (1920, 1080), true)?;
-        let encoder = OpenH264Encoder::new(OpenH264Config {
-            bitrate_bps: range.clamp(peep_transport::rate::START_BPS),
-            fps: fps as f32,
-            ..OpenH264Config::default()
-        })?;
+        let encoder = crate::session::live_encoder(range.clamp(peep_transport::rate::START_BPS), fps as f32)?;
         let config =
             ShareConfig { port: candidate, password: password.clone(), bitrate: range, ..ShareConfig::default() };
-        match Session::start(
-            backend,
-            Box::new(encoder),
-            PipelineConfig { fps: fps as f32, ..PipelineConfig::default() },
-            config,
-        ) {
+        let pipeline = PipelineConfig { fps: fps as f32, max_height: preset.max_height, ..PipelineConfig::default() };
+        match Session::start(backend, encoder, pipeline, config) {
             Ok(s) => return Ok(s),
             Err(e) if e.downcast_ref::<TransportError>().is_some_and(|t| matches!(t, TransportError::Bind { .. })) => {
                 last_error = Some(e);
