@@ -10,7 +10,6 @@ use peep_capture::SourceId;
 use peep_capture::backend::CaptureBackend;
 use peep_capture::backend::synthetic::SyntheticBackend;
 use peep_capture::platform::PlatformSession;
-use peep_capture::synthetic::Scene;
 use peep_encode::{OpenH264Config, OpenH264Encoder};
 
 use crate::pipeline::{Pipeline, PipelineConfig};
@@ -373,6 +372,7 @@ fn pipeline_summary(p: &Pipeline, elapsed: Duration, written: u64) -> String {
 fn demo_window(scene: &str, fps: f32, seconds: f64) -> Result<()> {
     use peep_capture::backend::x11::X11Session;
     use peep_capture::marks::FrameMark;
+    use peep_capture::synthetic::Scene;
     use peep_capture::synthetic::SyntheticScene;
     use peep_capture::testing::DemoWindow;
     let scene = Scene::from_name(scene)
