@@ -97,6 +97,15 @@ pub enum EncodeError {
 
     /// A native OpenH264 call returned a failure code (or, for
     /// `EncodeFrame`, an invalid frame type).
+    /// A VideoToolbox / CoreVideo / CoreMedia call failed (macOS).
+    #[error("VideoToolbox: {call} returned OSStatus {status}")]
+    VideoToolbox {
+        /// The call, e.g. `"VTCompressionSessionCreate"`.
+        call: &'static str,
+        /// The OSStatus.
+        status: i32,
+    },
+
     #[error("OpenH264 {call} returned {code}")]
     Native {
         /// The call, e.g. `"SetOption(ENCODER_OPTION_BITRATE)"`.

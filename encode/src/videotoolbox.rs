@@ -141,7 +141,7 @@ unsafe extern "C" {
 }
 
 fn check(status: OSStatus, call: &'static str) -> Result<()> {
-    if status == 0 { Ok(()) } else { Err(EncodeError::Native { call, code: status }) }
+    if status == 0 { Ok(()) } else { Err(EncodeError::VideoToolbox { call, status }) }
 }
 
 /// Wraps a framework-exported CFString constant (core-foundation-sys 0.7 or
@@ -285,7 +285,7 @@ impl VtSession {
         if status != 0 || raw.is_null() {
             // SAFETY: no session exists, so nothing else holds `context`.
             drop(unsafe { Box::from_raw(context) });
-            return Err(EncodeError::Native { call: "VTCompressionSessionCreate", code: status });
+            return Err(EncodeError::VideoToolbox { call: "VTCompressionSessionCreate", status });
         }
         // From here on, Drop invalidates the session and frees the context.
         let mut session = Self { raw, context, force_keyframe, writer: Nv12Writer::default(), size: (width, height) };
@@ -466,7 +466,7 @@ impl CompressionSession for VtSession {
         if pool.is_null() {
             // The pool disappears when the session is invalidated (e.g.
             // across sleep); the caller restarts the session.
-            return Err(EncodeError::Native { call: "VTCompressionSessionGetPixelBufferPool", code: INVALID_SESSION });
+            return Err(EncodeError::VideoToolbox { call: "VTCompressionSessionGetPixelBufferPool", status: INVALID_SESSION });
         }
         let mut raw_buffer: cv::CVPixelBufferRef = ptr::null_mut();
         // SAFETY: `pool` is the session's live pool; on success we own one
@@ -474,7 +474,7 @@ impl CompressionSession for VtSession {
         let status = unsafe { cv::CVPixelBufferPoolCreatePixelBuffer(ptr::null(), pool, &mut raw_buffer) };
         check(status, "CVPixelBufferPoolCreatePixelBuffer")?;
         if raw_buffer.is_null() {
-            return Err(EncodeError::Native { call: "CVPixelBufferPoolCreatePixelBuffer", code: ENCODER_MALFUNCTION });
+            return Err(EncodeError::VideoToolbox { call: "CVPixelBufferPoolCreatePixelBuffer", status: ENCODER_MALFUNCTION });
         }
         let buffer = PixelBuffer(raw_buffer);
         self.fill(&buffer, source)?;

@@ -760,12 +760,12 @@ impl<F: SessionFactory> AsyncEncoder<F> {
             }
             Waited::Delivered(Delivery::Failed { status, .. }) => {
                 self.keyframe_requested = true;
-                Err(EncodeError::Native { call: "VideoToolbox output callback (frame status)", code: status })
+                Err(EncodeError::VideoToolbox { call: "VideoToolbox output callback (frame status)", status })
             }
             Waited::Delivered(Delivery::Malformed { error, .. }) => {
                 self.keyframe_requested = true;
                 tracing::warn!(%error, "the encoder produced malformed AVCC output");
-                Err(EncodeError::Native { call: "VideoToolbox output (malformed AVCC, see log)", code: -1 })
+                Err(EncodeError::VideoToolbox { call: "VideoToolbox output (malformed AVCC, see log)", status: -1 })
             }
             Waited::TimedOut => {
                 self.stats.timeouts += 1;
@@ -1070,7 +1070,7 @@ mod tests {
 
         fn probe(&mut self, _config: &VideoToolboxConfig) -> Result<()> {
             if self.probe_error {
-                Err(EncodeError::Native { call: "VTCompressionSessionCreate (probe)", code: -12908 })
+                Err(EncodeError::VideoToolbox { call: "VTCompressionSessionCreate (probe)", status: -12908 })
             } else {
                 Ok(())
             }
@@ -1129,7 +1129,7 @@ mod tests {
                 let mut s = self.script.lock().expect("script");
                 s.submits.push((token, force, self.id));
                 if s.fail_submit.remove(&token) {
-                    return Err(EncodeError::Native { call: "VTCompressionSessionEncodeFrame", code: -12903 });
+                    return Err(EncodeError::VideoToolbox { call: "VTCompressionSessionEncodeFrame", status: -12903 });
                 }
             }
             // Write the frame like the real session does.
@@ -1279,7 +1279,7 @@ mod tests {
         let mut out = EncodedFrame::default();
         assert_eq!(enc.encode(&frame, Duration::ZERO, &mut out).unwrap(), EncodeOutcome::Encoded);
         assert_eq!(enc.encode(&frame, Duration::ZERO, &mut out).unwrap(), EncodeOutcome::Skipped);
-        assert!(matches!(enc.encode(&frame, Duration::ZERO, &mut out), Err(EncodeError::Native { code: -1, .. })));
+        assert!(matches!(enc.encode(&frame, Duration::ZERO, &mut out), Err(EncodeError::VideoToolbox { status: -1, .. })));
         assert_eq!(enc.encode(&frame, Duration::ZERO, &mut out).unwrap(), EncodeOutcome::Encoded);
         assert!(out.keyframe, "after a broken output the next frame is an IDR");
         assert_eq!(enc.stats().dropped_by_encoder, 1);
