@@ -466,7 +466,10 @@ impl CompressionSession for VtSession {
         if pool.is_null() {
             // The pool disappears when the session is invalidated (e.g.
             // across sleep); the caller restarts the session.
-            return Err(EncodeError::VideoToolbox { call: "VTCompressionSessionGetPixelBufferPool", status: INVALID_SESSION });
+            return Err(EncodeError::VideoToolbox {
+                call: "VTCompressionSessionGetPixelBufferPool",
+                status: INVALID_SESSION,
+            });
         }
         let mut raw_buffer: cv::CVPixelBufferRef = ptr::null_mut();
         // SAFETY: `pool` is the session's live pool; on success we own one
@@ -474,7 +477,10 @@ impl CompressionSession for VtSession {
         let status = unsafe { cv::CVPixelBufferPoolCreatePixelBuffer(ptr::null(), pool, &mut raw_buffer) };
         check(status, "CVPixelBufferPoolCreatePixelBuffer")?;
         if raw_buffer.is_null() {
-            return Err(EncodeError::VideoToolbox { call: "CVPixelBufferPoolCreatePixelBuffer", status: ENCODER_MALFUNCTION });
+            return Err(EncodeError::VideoToolbox {
+                call: "CVPixelBufferPoolCreatePixelBuffer",
+                status: ENCODER_MALFUNCTION,
+            });
         }
         let buffer = PixelBuffer(raw_buffer);
         self.fill(&buffer, source)?;

@@ -1279,7 +1279,10 @@ mod tests {
         let mut out = EncodedFrame::default();
         assert_eq!(enc.encode(&frame, Duration::ZERO, &mut out).unwrap(), EncodeOutcome::Encoded);
         assert_eq!(enc.encode(&frame, Duration::ZERO, &mut out).unwrap(), EncodeOutcome::Skipped);
-        assert!(matches!(enc.encode(&frame, Duration::ZERO, &mut out), Err(EncodeError::VideoToolbox { status: -1, .. })));
+        assert!(matches!(
+            enc.encode(&frame, Duration::ZERO, &mut out),
+            Err(EncodeError::VideoToolbox { status: -1, .. })
+        ));
         assert_eq!(enc.encode(&frame, Duration::ZERO, &mut out).unwrap(), EncodeOutcome::Encoded);
         assert!(out.keyframe, "after a broken output the next frame is an IDR");
         assert_eq!(enc.stats().dropped_by_encoder, 1);
