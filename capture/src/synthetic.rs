@@ -94,6 +94,23 @@ impl SyntheticScene {
     /// If `dst` is smaller than `stride_bytes * height` or the stride is
     /// shorter than a row: a caller bug.
     pub fn render(&self, index: u64, dst: &mut [u8], stride_bytes: usize, mark: FrameMark) {
+        self.render_content(index, dst, stride_bytes);
+        self.render_mark(dst, stride_bytes, mark);
+    }
+
+    /// Draws the mark only (after [`SyntheticScene::render_content`]), so a
+    /// timestamp can be taken once the picture is complete, as a real
+    /// capture would see it.
+    pub fn render_mark(&self, dst: &mut [u8], stride_bytes: usize, mark: FrameMark) {
+        let mark = if self.scene == Scene::Static { FrameMark { counter: 0, timestamp_ms: 0 } } else { mark };
+        marks::draw_mark(dst, self.width, self.height, stride_bytes, mark);
+    }
+
+    /// Draws frame `index` without the mark.
+    ///
+    /// # Panics
+    /// As [`SyntheticScene::render`].
+    pub fn render_content(&self, index: u64, dst: &mut [u8], stride_bytes: usize) {
         let (w, h) = (self.width, self.height);
         assert!(stride_bytes >= w * 4 && dst.len() >= stride_bytes * h, "synthetic frame buffer too small");
         let scroll = match self.scene {
@@ -140,8 +157,6 @@ impl SyntheticScene {
         if self.scene == Scene::Moving {
             self.draw_box(index, dst, stride_bytes);
         }
-        let mark = if self.scene == Scene::Static { FrameMark { counter: 0, timestamp_ms: 0 } } else { mark };
-        marks::draw_mark(dst, w, h, stride_bytes, mark);
     }
 
     fn draw_box(&self, index: u64, dst: &mut [u8], stride_bytes: usize) {

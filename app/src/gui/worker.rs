@@ -171,8 +171,9 @@ fn list_sources() -> Event {
         Ok(s) => s,
         Err(e) => return Event::SourcesFailed(e.to_string()),
     };
-    let sources = match session.list_sources() {
-        Ok(s) => s,
+    let sources: Vec<_> = match session.list_sources() {
+        // Peep's own windows (this one, the preview) are not worth sharing.
+        Ok(s) => s.into_iter().filter(|s| !(s.app.as_deref() == Some("peep") && s.name.starts_with("Peep"))).collect(),
         Err(e) => return Event::SourcesFailed(e.to_string()),
     };
     let thumbnails = sources

@@ -48,9 +48,12 @@ impl CaptureBackend for SyntheticBackend {
         let height = self.scene.height();
         let mut slot = ring.begin();
         let bytes = slot.heap_bytes(self.stride_bytes * height);
+        // The picture is drawn first (an application drawing its window),
+        // then "captured": the timestamp is taken when the content is
+        // complete, as a real capture would see it.
+        self.scene.render_content(self.index, bytes, self.stride_bytes);
         let captured_at = Instant::now();
-        let mark = FrameMark::now(self.index as u32);
-        self.scene.render(self.index, bytes, self.stride_bytes, mark);
+        self.scene.render_mark(bytes, self.stride_bytes, FrameMark::now(self.index as u32));
         self.index += 1;
         slot.publish(FrameMeta {
             width: self.scene.width() as u32,
