@@ -52,6 +52,10 @@ impl Worker {
     /// Stops any share (telling viewers) and waits for the thread.
     pub fn shutdown(&mut self) {
         let _ = self.commands.send_timeout(Command::Stop, Duration::from_secs(1));
+        // Nobody reads events any more: drop our end so the worker's sends
+        // fail at once instead of waiting on a full queue.
+        let (_, no_events) = crossbeam_channel::bounded::<Event>(0);
+        self.events = no_events;
         let (done, _) = crossbeam_channel::bounded::<Command>(0);
         self.commands = done;
         if let Some(t) = self.thread.take() {
