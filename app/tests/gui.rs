@@ -120,3 +120,24 @@ fn password_and_error_banner() {
     assert_eq!(h.state().0.selected, None);
     assert!(h.state().0.banner.is_none());
 }
+
+#[test]
+fn preset_and_frame_rate_change_live_while_sharing() {
+    let mut h = harness();
+    h.run();
+    h.get_by_label("Start sharing").click();
+    h.run();
+    h.state_mut().0.apply(Event::Started { link: "http://x/s/t".into(), port: 8080 });
+    h.run();
+    h.get_by_label("Quality").click();
+    h.run();
+    h.get_by_label("sharp").click();
+    h.run();
+    assert_eq!(h.state().1.last(), Some(&Command::SetQuality("sharp".into())));
+    h.get_by_label("Frame rate").click();
+    h.run();
+    h.get_by_label("60 fps").click();
+    h.run();
+    assert_eq!(h.state().1.last(), Some(&Command::SetFps(60)));
+    assert_eq!(h.state().0.phase, Phase::Sharing, "the share keeps running");
+}
