@@ -222,7 +222,8 @@ impl OpenH264Config {
     }
 }
 
-fn check_bitrate(bitrate_bps: u32) -> Result<()> {
+/// Checks a bitrate against the range every encoder accepts.
+pub(crate) fn check_bitrate(bitrate_bps: u32) -> Result<()> {
     if (MIN_BITRATE_BPS..=MAX_BITRATE_BPS).contains(&bitrate_bps) {
         Ok(())
     } else {
@@ -230,7 +231,8 @@ fn check_bitrate(bitrate_bps: u32) -> Result<()> {
     }
 }
 
-fn check_fps(fps: f32) -> Result<()> {
+/// Checks a frame rate is positive and finite.
+pub(crate) fn check_fps(fps: f32) -> Result<()> {
     if fps.is_finite() && fps > 0.0 { Ok(()) } else { Err(EncodeError::InvalidFrameRate { fps }) }
 }
 

@@ -53,7 +53,7 @@ use crate::avcc::{self, AvccError, ParameterSets};
 use crate::convert::{I420Frame, Nv12Frame};
 use crate::encoder::{EncodeOutcome, EncodedFrame, Encoder};
 use crate::error::{EncodeError, Result};
-use crate::openh264::{MAX_BITRATE_BPS, MIN_BITRATE_BPS, OpenH264Config, OpenH264Encoder};
+use crate::openh264::{OpenH264Config, OpenH264Encoder, check_bitrate, check_fps};
 use crate::pool::{BufferPool, PooledBuf};
 
 /// Frames between forced periodic IDRs when [`VideoToolboxConfig::keyframe_interval`]
@@ -143,18 +143,6 @@ impl VideoToolboxConfig {
     pub fn max_keyframe_interval_frames(&self) -> u32 {
         if self.keyframe_interval == 0 { DEFAULT_MAX_KEYFRAME_INTERVAL_FRAMES } else { self.keyframe_interval }
     }
-}
-
-fn check_bitrate(bitrate_bps: u32) -> Result<()> {
-    if (MIN_BITRATE_BPS..=MAX_BITRATE_BPS).contains(&bitrate_bps) {
-        Ok(())
-    } else {
-        Err(EncodeError::InvalidBitrate { bitrate_bps, min_bps: MIN_BITRATE_BPS, max_bps: MAX_BITRATE_BPS })
-    }
-}
-
-fn check_fps(fps: f32) -> Result<()> {
-    if fps.is_finite() && fps > 0.0 { Ok(()) } else { Err(EncodeError::InvalidFrameRate { fps }) }
 }
 
 /// `DataRateLimits` for an average bitrate: at most 1.5× the average in any
