@@ -46,8 +46,40 @@ struct Queues {
     write: VecDeque<TaggedPacket>,
 }
 
-macro_rules! pass_through_interceptor {
+/// Implements `Protocol` and `Interceptor` for a type with a `queues: Queues`
+/// field and an `on_read(&mut self, TaggedPacket) -> Option<TaggedPacket>`
+/// method: incoming packets go through `on_read` (`None` drops them),
+/// outgoing packets pass untouched.
+macro_rules! read_side_interceptor {
     ($ty:ty) => {
+        impl Protocol<TaggedPacket, TaggedPacket, ()> for $ty {
+            type Rout = TaggedPacket;
+            type Wout = TaggedPacket;
+            type Eout = ();
+            type Error = RtcError;
+            type Time = Instant;
+
+            fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), RtcError> {
+                if let Some(msg) = self.on_read(msg) {
+                    self.queues.read.push_back(msg);
+                }
+                Ok(())
+            }
+
+            fn poll_read(&mut self) -> Option<TaggedPacket> {
+                self.queues.read.pop_front()
+            }
+
+            fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), RtcError> {
+                self.queues.write.push_back(msg);
+                Ok(())
+            }
+
+            fn poll_write(&mut self) -> Option<TaggedPacket> {
+                self.queues.write.pop_front()
+            }
+        }
+
         impl Interceptor for $ty {
             fn bind_local_stream(&mut self, _info: &StreamInfo) {}
             fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
@@ -70,14 +102,8 @@ impl RtcpTap {
     }
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = RtcError;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), RtcError> {
+impl RtcpTap {
+    fn on_read(&mut self, msg: TaggedPacket) -> Option<TaggedPacket> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             let s = &self.stats;
             for p in packets {
@@ -104,24 +130,10 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap {
                 }
             }
         }
-        self.queues.read.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.queues.read.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), RtcError> {
-        self.queues.write.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.queues.write.pop_front()
+        Some(msg)
     }
 }
-pass_through_interceptor!(RtcpTap);
+read_side_interceptor!(RtcpTap);
 
 /// Delivers PLI and FIR to the application; drops other RTCP at the chain's
 /// end (as the default terminus would).
@@ -130,14 +142,8 @@ pub struct KeyframeRequestForwarder {
     queues: Queues,
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = RtcError;
-    type Time = Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), RtcError> {
+impl KeyframeRequestForwarder {
+    fn on_read(&mut self, mut msg: TaggedPacket) -> Option<TaggedPacket> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             let keep: Vec<Box<dyn rtc::rtcp::Packet>> = packets
                 .iter()
@@ -145,29 +151,15 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
                 .cloned()
                 .collect();
             if keep.is_empty() {
-                return Ok(());
+                return None;
             }
             msg.message.packet = Packet::Rtcp(keep);
             msg.message.add(Attribute::DeliverToApplication);
         }
-        self.queues.read.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.queues.read.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), RtcError> {
-        self.queues.write.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.queues.write.pop_front()
+        Some(msg)
     }
 }
-pass_through_interceptor!(KeyframeRequestForwarder);
+read_side_interceptor!(KeyframeRequestForwarder);
 
 /// GCC that publishes its estimate and gives the pacer headroom.
 pub struct ReportingGcc {
