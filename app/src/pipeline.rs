@@ -305,7 +305,6 @@ impl EncodeLoop {
 
     fn set_fps(&mut self, fps: f32) -> Result<()> {
         self.fps.set(fps);
-        self.stats.fps_bits.store(fps.to_bits(), Ordering::Relaxed);
         self.encoder.set_fps(fps)?;
         Ok(())
     }

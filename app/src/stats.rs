@@ -112,8 +112,6 @@ pub struct PipelineStats {
     pub encode_time: Histogram,
     /// Capture time to encoded frame ready.
     pub capture_to_encoded: Histogram,
-    /// The frame rate in force (f32 bits; 0 until the governor changes it).
-    pub fps_bits: std::sync::atomic::AtomicU32,
 }
 
 #[cfg(test)]
