@@ -6,9 +6,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
-use peep_capture::SourceId;
-use peep_capture::backend::CaptureBackend;
-use peep_capture::backend::synthetic::SyntheticBackend;
 use peep_capture::platform::PlatformSession;
 use peep_encode::{OpenH264Config, OpenH264Encoder};
 
@@ -198,24 +195,6 @@ fn list(json: bool) -> Result<()> {
     Ok(())
 }
 
-/// Opens the backend for a source id.
-pub fn open_source(source: Option<&str>, synthetic_size: (u32, u32), cursor: bool) -> Result<Box<dyn CaptureBackend>> {
-    let id = source.map(SourceId::parse).transpose()?;
-    let mut backend: Box<dyn CaptureBackend> = match id {
-        Some(SourceId::Synthetic(scene)) => Box::new(SyntheticBackend::new(synthetic_size.0, synthetic_size.1, scene)?),
-        id => {
-            let session = PlatformSession::connect()?;
-            let id = match id {
-                Some(id) => id,
-                None => session.primary_display()?,
-            };
-            Box::new(session.capture(&id)?)
-        }
-    };
-    backend.set_cursor(cursor);
-    Ok(backend)
-}
-
 fn record(args: RecordArgs) -> Result<()> {
     if !(args.seconds > 0.0 && args.seconds.is_finite()) {
         bail!("--seconds must be positive");
@@ -223,7 +202,7 @@ fn record(args: RecordArgs) -> Result<()> {
     if !(args.fps > 0.0 && args.fps <= 240.0) {
         bail!("--fps must be between 0 and 240");
     }
-    let backend = open_source(args.source.as_deref(), args.size, !args.no_cursor)?;
+    let backend = crate::sources::open_source(args.source.as_deref(), args.size, !args.no_cursor)?;
     let description = backend.describe();
     let to_stdout = args.out.as_os_str() == "-";
     let mut sink: Box<dyn Write> = if to_stdout {
@@ -288,14 +267,14 @@ fn share(args: ShareArgs) -> Result<()> {
     if !(args.fps > 0.0 && args.fps <= 240.0) {
         bail!("--fps must be between 0 and 240");
     }
-    let backend = open_source(args.source.as_deref(), args.size, !args.no_cursor)?;
+    let backend = crate::sources::open_source(args.source.as_deref(), args.size, !args.no_cursor)?;
     let description = backend.describe();
     let encoder = crate::session::live_encoder(range.clamp(peep_transport::rate::START_BPS), args.fps)?;
     let config = ShareConfig {
         bind: args.bind,
         port: args.port,
         public_host: args.public_host,
-        password: args.password,
+        password: args.password.map(peep_transport::Secret::from),
         max_viewers: args.max_viewers,
         bitrate: range,
         ..ShareConfig::default()

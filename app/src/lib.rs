@@ -24,4 +24,5 @@ pub mod pipeline;
 pub mod presets;
 pub mod session;
 pub mod settings;
+pub mod sources;
 pub mod stats;

@@ -7,56 +7,24 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::browser::Browser;
+use common::netns::{Link, Netns};
 
-/// A namespace with a veth pair to this one; removed on drop.
-struct TestHost {
-    ns: String,
-    outside: String,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("`ip` failed to start ({e}): install iproute2"));
-    assert!(out.status.success(), "ip {}: {} (needs root)", args.join(" "), String::from_utf8_lossy(&out.stderr));
-}
-
-impl TestHost {
-    fn new(host_ip: &str, our_ip: &str, shape_rate: &str) -> Self {
-        let id = std::process::id() % 100_000;
-        let (ns, outside, inside) = (format!("peepcc{id}"), format!("pcc{id}o"), format!("pcc{id}i"));
-        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-        ip(&["netns", "add", &ns]);
-        let host = Self { ns: ns.clone(), outside: outside.clone() };
-        ip(&["link", "add", &outside, "type", "veth", "peer", "name", &inside]);
-        ip(&["link", "set", &inside, "netns", &ns]);
-        ip(&["addr", "add", &format!("{our_ip}/30"), "dev", &outside]);
-        ip(&["link", "set", &outside, "up"]);
-        ip(&["-n", &ns, "addr", "add", &format!("{host_ip}/30"), "dev", &inside]);
-        ip(&["-n", &ns, "link", "set", &inside, "up"]);
-        ip(&["-n", &ns, "link", "set", "lo", "up"]);
-        // Shape what the host sends (the video) to `shape_rate`.
-        let tc = Command::new("ip")
-            .args(["netns", "exec", &ns, "tc", "qdisc", "add", "dev", &inside, "root", "tbf", "rate", shape_rate])
-            .args(["burst", "16kb", "latency", "60ms"])
-            .output()
-            .unwrap_or_else(|e| panic!("`tc` failed to start ({e}): install iproute2"));
-        assert!(tc.status.success(), "tc: {}", String::from_utf8_lossy(&tc.stderr));
-        host
-    }
-}
-
-impl Drop for TestHost {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.outside]).output();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
-    }
+/// A test host behind a link shaped to `rate` in the host's sending direction.
+fn shaped_host(host_addr: &str, our_addr: &str, rate: &str) -> (Netns, Link) {
+    let host = Netns::new("pcc");
+    let link = Link::new(Some(&host), host_addr, None, our_addr);
+    // Shape what the host sends (the video).
+    host.run(
+        "tc",
+        &["qdisc", "add", "dev", &link.a.dev, "root", "tbf", "rate", rate, "burst", "16kb", "latency", "60ms"],
+        "iproute2",
+    );
+    (host, link)
 }
 
 /// The last `NAME VALUE kbps` figure in peep's status output.
@@ -70,10 +38,11 @@ fn last_kbps(status: &str, name: &str) -> Option<f64> {
 
 #[test]
 fn congestion_control_brings_the_bitrate_down_to_a_1_mbit_link() {
-    let (host_ip, our_ip) = ("10.231.7.2", "10.231.7.1");
-    let host = TestHost::new(host_ip, our_ip, "1mbit");
-    let mut sender = Command::new("ip")
-        .args(["netns", "exec", &host.ns, env!("CARGO_BIN_EXE_peep"), "share", "--source", "synthetic:scrolling"])
+    let (host, link) = shaped_host("10.231.7.2/30", "10.231.7.1/30", "1mbit");
+    let host_ip = link.a.ip();
+    let mut sender = host
+        .command(env!("CARGO_BIN_EXE_peep"))
+        .args(["share", "--source", "synthetic:scrolling"])
         .args(["--size", "1280x720", "--bitrate", "6M", "--bind", host_ip, "--port", "8080", "--seconds", "60"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -110,7 +110,7 @@ fn password_and_error_banner() {
     assert!(h.state().0.settings.password_on);
     h.get_by_label("Start sharing").click();
     h.run();
-    assert!(matches!(h.state().1.last(), Some(Command::Start { password: Some(p), .. }) if p == "s3cret"));
+    assert!(matches!(h.state().1.last(), Some(Command::Start { password: Some(p), .. }) if p.expose() == "s3cret"));
     h.state_mut().0.apply(Event::Started { link: "http://x/s/t".into(), port: 8080 });
     h.state_mut().0.apply(Event::Stopped(Some("source gone: window 0x3a00007 was closed".into())));
     h.run();

@@ -33,16 +33,19 @@
 pub mod auth;
 pub mod codecs;
 pub mod error;
+mod hub;
 mod interceptors;
 pub mod keyframe;
 pub mod offer;
 mod peer;
 pub mod rate;
+pub mod secret;
 mod server;
 pub mod share;
 pub mod viewer;
 
 pub use error::{Result, TransportError};
 pub use rate::BitrateRange;
+pub use secret::Secret;
 pub use share::{EncoderRequest, Share, ShareConfig, ShareStats, detect_lan_ip};
 pub use viewer::{ViewerSnapshot, ViewerState};

@@ -26,9 +26,9 @@ use webrtc::rtp_transceiver::RtpSender;
 
 use crate::codecs::{choose_payload_type, h264_codecs};
 use crate::error::{Result, TransportError};
+use crate::hub::{Frame, Notice, PeerHandle, Shared, VIEWER_QUEUE_FRAMES, Viewer, lock, truncate};
 use crate::interceptors::{KeyframeRequestForwarder, PACING_FACTOR, ReportingGcc, RtcpTap};
 use crate::keyframe::KeyframeReason;
-use crate::share::{Frame, Notice, Shared, VIEWER_QUEUE_FRAMES, Viewer};
 use crate::viewer::{ViewerState, ViewerStats};
 
 /// GCC's lower bound. `rtc` 0.21's GCC can collapse to its minimum after
@@ -46,26 +46,6 @@ pub const ICE_FAILED_TIMEOUT: Duration = Duration::from_secs(8);
 
 fn webrtc_err(e: impl std::fmt::Display) -> TransportError {
     TransportError::WebRtc(e.to_string())
-}
-
-/// A viewer's peer connection, closable from anywhere.
-#[derive(Clone)]
-pub(crate) struct PeerHandle {
-    pc: Arc<dyn PeerConnection>,
-}
-
-impl PeerHandle {
-    pub async fn close(&self) {
-        if let Err(e) = self.pc.close().await {
-            tracing::debug!("closing a peer connection: {}", truncate(&e.to_string()));
-        }
-    }
-}
-
-/// webrtc errors can print whole packets: keep log lines short.
-fn truncate(s: &str) -> &str {
-    let end = s.char_indices().nth(160).map_or(s.len(), |(i, _)| i);
-    &s[..end]
 }
 
 struct Events {
@@ -197,7 +177,7 @@ pub(crate) async fn accept_offer(
         fault_drop_keyframe: std::sync::atomic::AtomicBool::new(shared.fault_drop_first_keyframe),
         recovering: std::sync::atomic::AtomicBool::new(false),
     });
-    crate::share::lock(&shared.viewers).insert(id.clone(), viewer.clone());
+    lock(&shared.viewers).insert(id.clone(), viewer.clone());
     shared.stats.viewers_joined.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(run_viewer(shared, viewer, track, sender, ssrc, state, frames));
     Ok((id, sdp))

@@ -33,7 +33,7 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::WatchStream;
 
 use crate::auth::constant_time_eq;
-use crate::share::{Notice, Shared, lock};
+use crate::hub::{Notice, Shared, lock};
 
 /// Largest accepted request body (an SDP offer is 3–10 KiB).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -88,7 +88,7 @@ fn cors(mut r: Response) -> Response {
 }
 
 fn token_ok(shared: &Shared, token: &str) -> bool {
-    constant_time_eq(token.as_bytes(), shared.token.as_bytes())
+    constant_time_eq(token.as_bytes(), shared.token.expose().as_bytes())
 }
 
 fn page(status: StatusCode, content_type: &'static str, body: &'static str) -> Response {
@@ -152,7 +152,7 @@ fn check_password(shared: &Shared, headers: &HeaderMap, client: SocketAddr) -> R
     };
     match given {
         None => Err(Box::new(unauthorized("password required"))),
-        Some(pw) if constant_time_eq(pw.as_bytes(), expected.as_bytes()) => {
+        Some(pw) if constant_time_eq(pw.as_bytes(), expected.expose().as_bytes()) => {
             lock(&shared.throttle).success(client.ip());
             Ok(())
         }

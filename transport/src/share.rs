@@ -17,37 +17,21 @@
 //! storm. A viewer that stops reading or vanishes therefore never stalls the
 //! others; ICE consent failure then closes it and frees its resources.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
-use crate::auth::{Throttle, new_token};
+use crate::auth::new_token;
 use crate::error::{Result, TransportError};
-use crate::keyframe::{KeyframeCoalescer, KeyframeReason};
-use crate::peer::PeerHandle;
-use crate::rate::{BitrateRange, RateController};
-use crate::viewer::{ViewerSnapshot, ViewerState, ViewerStats};
-
-/// Frames queued per viewer before frames are dropped for it.
-pub const VIEWER_QUEUE_FRAMES: usize = 8;
-/// Capacity of the encoder request channel. Policy when full: the request
-/// is dropped (the coalescer re-issues keyframe requests; the next bitrate
-/// decision supersedes a lost one).
-pub const ENCODER_REQUEST_CAPACITY: usize = 16;
-
-/// What the share asks of the encoder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EncoderRequest {
-    /// Force an IDR on the next frame.
-    Keyframe,
-    /// New target bitrate (bps) from congestion control.
-    SetBitrate(u32),
-}
+pub use crate::hub::{ENCODER_REQUEST_CAPACITY, EncoderRequest, ShareStats, VIEWER_QUEUE_FRAMES};
+use crate::hub::{Frame, Notice, Shared, lock};
+use crate::rate::BitrateRange;
+use crate::secret::Secret;
+use crate::viewer::{ViewerSnapshot, ViewerState};
 
 /// How to run a share.
 #[derive(Debug, Clone)]
@@ -59,7 +43,7 @@ pub struct ShareConfig {
     /// Host name or address to print in the link; detected when `None`.
     pub public_host: Option<String>,
     /// Viewers must send this password (as `Authorization: Bearer …`).
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// Most viewers at once.
     pub max_viewers: usize,
     /// Congestion control keeps the encoder inside this range.
@@ -84,151 +68,6 @@ impl Default for ShareConfig {
             threads: 2,
             fault_drop_first_keyframe: false,
         }
-    }
-}
-
-/// Share-wide counters.
-#[derive(Debug, Default)]
-pub struct ShareStats {
-    /// Frames handed to [`Share::send_frame`].
-    pub frames_in: AtomicU64,
-    /// Keyframe requests received (PLI, FIR, joins, recoveries).
-    pub keyframe_requests: AtomicU64,
-    /// Keyframes asked of the encoder after coalescing.
-    pub keyframes_forced: AtomicU64,
-    /// The encoder bitrate congestion control last asked for.
-    pub target_bps: AtomicU64,
-    /// Viewers that ever joined.
-    pub viewers_joined: AtomicU64,
-    /// Offers refused (bad token, password, full, malformed).
-    pub offers_refused: AtomicU64,
-}
-
-/// Why a viewer's page should stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Notice {
-    /// Nothing to say.
-    None,
-    /// The sharer removed this viewer.
-    Kicked,
-    /// The share ended.
-    Ended,
-}
-
-/// One frame on its way to viewers.
-#[derive(Debug, Clone)]
-pub(crate) struct Frame {
-    pub data: Bytes,
-    pub captured_at: Instant,
-}
-
-pub(crate) struct Viewer {
-    pub id: String,
-    pub remote: SocketAddr,
-    pub since: Instant,
-    pub stats: Arc<ViewerStats>,
-    pub queue: mpsc::Sender<Frame>,
-    pub notice: watch::Sender<Notice>,
-    pub peer: PeerHandle,
-    /// Fault injection: withhold keyframes until the viewer asks for one.
-    pub fault_drop_keyframe: AtomicBool,
-    /// Frames were dropped for this viewer: it needs a keyframe once its
-    /// queue has drained.
-    pub recovering: AtomicBool,
-}
-
-/// State shared by the server, the viewer tasks and the [`Share`] handle.
-pub(crate) struct Shared {
-    pub token: String,
-    pub password: Mutex<Option<String>>,
-    pub throttle: Mutex<Throttle>,
-    pub max_viewers: AtomicUsize,
-    pub viewers: Mutex<HashMap<String, Arc<Viewer>>>,
-    /// Offers being answered, counted against `max_viewers`.
-    pub pending: AtomicUsize,
-    keyframes: Mutex<KeyframeCoalescer>,
-    rate: Mutex<RateController>,
-    requests: crossbeam_channel::Sender<EncoderRequest>,
-    pub stats: ShareStats,
-    pub udp_ips: Vec<IpAddr>,
-    pub ending: AtomicBool,
-    pub fault_drop_first_keyframe: bool,
-}
-
-/// Locks a mutex, recovering from poisoning (a panicked holder leaves plain
-/// data behind, never a broken invariant we rely on).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Shared {
-    pub fn request_keyframe(&self, reason: KeyframeReason) {
-        self.stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
-        lock(&self.keyframes).request(reason);
-        self.poll_keyframes(Instant::now());
-    }
-
-    fn poll_keyframes(&self, now: Instant) {
-        if lock(&self.keyframes).poll(now) {
-            self.stats.keyframes_forced.fetch_add(1, Ordering::Relaxed);
-            let _ = self.requests.try_send(EncoderRequest::Keyframe);
-        }
-    }
-
-    /// Periodic work: recovery keyframes, deferred keyframes and congestion control.
-    pub fn tick(&self, now: Instant) {
-        let recovering = lock(&self.viewers).values().any(|v| {
-            v.stats.state() == ViewerState::Connected
-                && v.stats.needs_keyframe.load(Ordering::Relaxed)
-                && v.recovering.load(Ordering::Relaxed)
-                && v.queue.capacity() * 2 >= VIEWER_QUEUE_FRAMES
-        });
-        if recovering {
-            self.request_keyframe(KeyframeReason::Recovery);
-        }
-        self.poll_keyframes(now);
-        let estimates: Vec<f64> = lock(&self.viewers)
-            .values()
-            .filter(|v| v.stats.state() == ViewerState::Connected)
-            .map(|v| v.stats.estimate_bps.load(Ordering::Relaxed) as f64)
-            .collect();
-        if let Some(bps) = lock(&self.rate).update(estimates, now) {
-            self.stats.target_bps.store(u64::from(bps), Ordering::Relaxed);
-            let _ = self.requests.try_send(EncoderRequest::SetBitrate(bps));
-        }
-    }
-
-    /// Start bitrate for a new viewer's congestion controller.
-    pub fn start_bps(&self) -> u32 {
-        lock(&self.rate).current_bps()
-    }
-
-    pub fn range(&self) -> BitrateRange {
-        lock(&self.rate).range()
-    }
-
-    pub fn remove_viewer(&self, id: &str) -> Option<Arc<Viewer>> {
-        let v = lock(&self.viewers).remove(id);
-        if let Some(v) = &v {
-            v.stats.set_state(ViewerState::Closed);
-        }
-        v
-    }
-
-    /// Whether another viewer may join; reserves a place if so.
-    pub fn reserve_place(&self) -> bool {
-        let max = self.max_viewers.load(Ordering::Relaxed);
-        let viewers = lock(&self.viewers);
-        let pending = self.pending.fetch_add(1, Ordering::AcqRel);
-        if viewers.len() + pending >= max {
-            self.pending.fetch_sub(1, Ordering::AcqRel);
-            return false;
-        }
-        true
-    }
-
-    pub fn release_place(&self) {
-        self.pending.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -283,21 +122,15 @@ impl Share {
             vec![config.bind]
         };
         let (requests_tx, requests) = crossbeam_channel::bounded(ENCODER_REQUEST_CAPACITY);
-        let shared = Arc::new(Shared {
-            token: new_token()?,
-            password: Mutex::new(config.password.filter(|p| !p.is_empty())),
-            throttle: Mutex::new(Throttle::default()),
-            max_viewers: AtomicUsize::new(config.max_viewers.max(1)),
-            viewers: Mutex::new(HashMap::new()),
-            pending: AtomicUsize::new(0),
-            keyframes: Mutex::new(KeyframeCoalescer::default()),
-            rate: Mutex::new(RateController::new(config.bitrate)),
-            requests: requests_tx,
-            stats: ShareStats::default(),
+        let shared = Arc::new(Shared::new(
+            Secret::new(new_token()?),
+            config.password,
+            config.max_viewers,
+            config.bitrate,
+            requests_tx,
             udp_ips,
-            ending: AtomicBool::new(false),
-            fault_drop_first_keyframe: config.fault_drop_first_keyframe,
-        });
+            config.fault_drop_first_keyframe,
+        ));
         shared.stats.target_bps.store(u64::from(shared.start_bps()), Ordering::Relaxed);
         let addr = SocketAddr::new(config.bind, config.port);
         let listener = runtime
@@ -311,7 +144,7 @@ impl Share {
                 IpAddr::V4(v4) => v4.to_string(),
             }
         });
-        let link = format!("http://{host}:{}/s/{}", local_addr.port(), shared.token);
+        let link = format!("http://{host}:{}/s/{}", local_addr.port(), shared.token.expose());
         let (stop_server, stopped) = tokio::sync::oneshot::channel();
         let server = runtime.spawn(crate::server::serve(listener, shared.clone(), stopped));
         {
@@ -446,7 +279,7 @@ impl Share {
     }
 
     /// Changes the password (`None` to remove it); applies to new viewers.
-    pub fn set_password(&self, password: Option<String>) {
+    pub fn set_password(&self, password: Option<Secret>) {
         *lock(&self.shared.password) = password.filter(|p| !p.is_empty());
     }
 

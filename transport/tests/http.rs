@@ -10,7 +10,7 @@ fn share(password: Option<&str>) -> Share {
     Share::start(ShareConfig {
         bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
         port: 0,
-        password: password.map(str::to_owned),
+        password: password.map(peep_transport::Secret::from),
         max_viewers: 2,
         ..ShareConfig::default()
     })

@@ -58,8 +58,8 @@ impl std::fmt::Debug for PeepApp {
     }
 }
 
-fn password() -> String {
-    peep_transport::auth::random_hex(5).unwrap_or_else(|_| "peep-share".into())
+fn password() -> peep_transport::Secret {
+    peep_transport::Secret::new(peep_transport::auth::random_hex(5).unwrap_or_else(|_| "peep-share".into()))
 }
 
 impl PeepApp {

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 
 use peep_capture::{SourceInfo, SourceKind, Thumbnail};
-use peep_transport::ViewerSnapshot;
+use peep_transport::{Secret, ViewerSnapshot};
 
 use crate::settings::Settings;
 
@@ -42,7 +42,7 @@ pub enum Command {
         /// Preferred port (another is chosen if it is taken).
         port: u16,
         /// Viewer password.
-        password: Option<String>,
+        password: Option<Secret>,
     },
     /// Stop sharing.
     Stop,
@@ -51,7 +51,7 @@ pub enum Command {
     /// Change the frame rate live.
     SetFps(u32),
     /// Turn the password on (Some) or off (None) live.
-    SetPassword(Option<String>),
+    SetPassword(Option<Secret>),
     /// Remove a viewer.
     Kick(String),
     /// Open or close the preview.
@@ -86,8 +86,8 @@ pub enum Event {
     SourcesFailed(String),
     /// Sharing started.
     Started {
-        /// The link.
-        link: String,
+        /// The link (it carries the share's token).
+        link: Secret,
         /// The port actually used.
         port: u16,
     },
@@ -131,9 +131,9 @@ pub struct Model {
     /// Persisted settings (quality, fps, port, password on/off, last source).
     pub settings: Settings,
     /// This run's password.
-    pub password: String,
-    /// The link while sharing.
-    pub link: Option<String>,
+    pub password: Secret,
+    /// The link while sharing (it carries the share's token).
+    pub link: Option<Secret>,
     /// The port in use while sharing.
     pub port_in_use: Option<u16>,
     /// The inline message, if any.
@@ -150,7 +150,7 @@ pub struct Model {
 
 impl Model {
     /// A model starting from saved settings, with this run's password.
-    pub fn new(settings: Settings, password: String) -> Self {
+    pub fn new(settings: Settings, password: Secret) -> Self {
         Self {
             phase: Phase::Idle,
             sources: Vec::new(),
@@ -421,7 +421,7 @@ mod tests {
         assert_eq!(m.start(), None, "no double start");
         m.apply(Event::Started { link: "http://x/s/t".into(), port: 8080 });
         assert_eq!(m.phase, Phase::Sharing);
-        assert_eq!(m.link.as_deref(), Some("http://x/s/t"));
+        assert_eq!(m.link.as_ref().map(Secret::expose), Some("http://x/s/t"));
         assert_eq!(m.stop(), Some(Command::Stop));
         assert_eq!(m.phase, Phase::Stopping);
         m.apply(Event::Stopped(None));

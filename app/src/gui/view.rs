@@ -162,13 +162,13 @@ fn settings_row(ui: &mut egui::Ui, model: &mut Model, commands: &mut Vec<Command
             commands.extend(model.set_password_on(password_on));
         }
         if model.settings.password_on {
-            ui.monospace(&model.password);
+            ui.monospace(model.password.expose());
         }
     });
 }
 
 fn sharing(ui: &mut egui::Ui, model: &mut Model, commands: &mut Vec<Command>) {
-    if let Some(link) = model.link.clone() {
+    if let Some(link) = model.link.as_ref().map(|l| l.expose().to_owned()) {
         ui.horizontal(|ui| {
             ui.monospace(&link);
             if ui.button("Copy link").clicked() {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use peep_capture::platform::PlatformSession;
 use peep_capture::{SourceId, SourceKind};
-use peep_transport::{ShareConfig, TransportError};
+use peep_transport::{Secret, ShareConfig, TransportError};
 
 use super::model::{Command, Event, Status};
 use crate::pipeline::{Control, PipelineConfig};
@@ -92,10 +92,10 @@ fn run(commands: &Receiver<Command>, events: &Sender<Event>, preview: &Sender<Pr
                 }
                 match start(&source, &quality, fps, port, password) {
                     Ok(s) => {
-                        let link = s.share().link().to_owned();
+                        let link = Secret::new(s.share().link());
                         let port = s.share().local_addr().port();
                         // Also on stdout, for scripts and the window test.
-                        println!("Link: {link}");
+                        println!("Link: {}", link.expose());
                         session = Some(s);
                         last = (Instant::now(), 0, 0);
                         emit(Event::Started { link, port });
@@ -192,14 +192,14 @@ fn list_sources() -> Event {
     Event::Sources(sources, thumbnails)
 }
 
-fn start(source: &str, quality: &str, fps: u32, port: u16, password: Option<String>) -> anyhow::Result<Session> {
+fn start(source: &str, quality: &str, fps: u32, port: u16, password: Option<Secret>) -> anyhow::Result<Session> {
     let preset = crate::presets::quality(quality)
         .or_else(|| crate::presets::quality(crate::presets::DEFAULT_QUALITY))
         .expect("the default preset exists");
     let range = preset.range();
     let mut last_error = None;
     for candidate in (0..PORT_ATTEMPTS).filter_map(|i| port.checked_add(i)) {
-        let backend = crate::cli::open_source(Some(source), (1920, 1080), true)?;
+        let backend = crate::sources::open_source(Some(source), (1920, 1080), true)?;
         let encoder = crate::session::live_encoder(range.clamp(peep_transport::rate::START_BPS), fps as f32)?;
         let config =
             ShareConfig { port: candidate, password: password.clone(), bitrate: range, ..ShareConfig::default() };

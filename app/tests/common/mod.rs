@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod netns;
 
 use openh264::decoder::Decoder;
 use openh264::formats::YUVSource;

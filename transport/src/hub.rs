@@ -1,0 +1,231 @@
+//! The state a share's parts have in common: the viewers, the keyframe
+//! coalescer and rate controller, the encoder request channel and the
+//! share-wide counters. The HTTP server (`server`), the peer connections
+//! (`peer`) and the [`crate::Share`] handle all work on one [`Shared`];
+//! none of them depends on another.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+use webrtc::peer_connection::PeerConnection;
+
+use crate::auth::Throttle;
+use crate::keyframe::{KeyframeCoalescer, KeyframeReason};
+use crate::rate::{BitrateRange, RateController};
+use crate::secret::Secret;
+use crate::viewer::{ViewerState, ViewerStats};
+
+/// Frames queued per viewer before frames are dropped for it.
+pub const VIEWER_QUEUE_FRAMES: usize = 8;
+/// Capacity of the encoder request channel. Policy when full: the request
+/// is dropped (the coalescer re-issues keyframe requests; the next bitrate
+/// decision supersedes a lost one).
+pub const ENCODER_REQUEST_CAPACITY: usize = 16;
+
+/// What the share asks of the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncoderRequest {
+    /// Force an IDR on the next frame.
+    Keyframe,
+    /// New target bitrate (bps) from congestion control.
+    SetBitrate(u32),
+}
+
+/// Share-wide counters.
+#[derive(Debug, Default)]
+pub struct ShareStats {
+    /// Frames handed to [`Share::send_frame`].
+    pub frames_in: AtomicU64,
+    /// Keyframe requests received (PLI, FIR, joins, recoveries).
+    pub keyframe_requests: AtomicU64,
+    /// Keyframes asked of the encoder after coalescing.
+    pub keyframes_forced: AtomicU64,
+    /// The encoder bitrate congestion control last asked for.
+    pub target_bps: AtomicU64,
+    /// Viewers that ever joined.
+    pub viewers_joined: AtomicU64,
+    /// Offers refused (bad token, password, full, malformed).
+    pub offers_refused: AtomicU64,
+}
+
+/// Why a viewer's page should stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// Nothing to say.
+    None,
+    /// The sharer removed this viewer.
+    Kicked,
+    /// The share ended.
+    Ended,
+}
+
+/// One frame on its way to viewers.
+#[derive(Debug, Clone)]
+pub(crate) struct Frame {
+    pub data: Bytes,
+    pub captured_at: Instant,
+}
+
+pub(crate) struct Viewer {
+    pub id: String,
+    pub remote: SocketAddr,
+    pub since: Instant,
+    pub stats: Arc<ViewerStats>,
+    pub queue: mpsc::Sender<Frame>,
+    pub notice: watch::Sender<Notice>,
+    pub peer: PeerHandle,
+    /// Fault injection: withhold keyframes until the viewer asks for one.
+    pub fault_drop_keyframe: AtomicBool,
+    /// Frames were dropped for this viewer: it needs a keyframe once its
+    /// queue has drained.
+    pub recovering: AtomicBool,
+}
+
+/// State shared by the server, the viewer tasks and the [`Share`] handle.
+pub(crate) struct Shared {
+    pub token: Secret,
+    pub password: Mutex<Option<Secret>>,
+    pub throttle: Mutex<Throttle>,
+    pub max_viewers: AtomicUsize,
+    pub viewers: Mutex<HashMap<String, Arc<Viewer>>>,
+    /// Offers being answered, counted against `max_viewers`.
+    pub pending: AtomicUsize,
+    pub(crate) keyframes: Mutex<KeyframeCoalescer>,
+    pub(crate) rate: Mutex<RateController>,
+    pub(crate) requests: crossbeam_channel::Sender<EncoderRequest>,
+    pub stats: ShareStats,
+    pub udp_ips: Vec<IpAddr>,
+    pub ending: AtomicBool,
+    pub fault_drop_first_keyframe: bool,
+}
+
+/// Locks a mutex, recovering from poisoning (a panicked holder leaves plain
+/// data behind, never a broken invariant we rely on).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    pub fn request_keyframe(&self, reason: KeyframeReason) {
+        self.stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+        lock(&self.keyframes).request(reason);
+        self.poll_keyframes(Instant::now());
+    }
+
+    fn poll_keyframes(&self, now: Instant) {
+        if lock(&self.keyframes).poll(now) {
+            self.stats.keyframes_forced.fetch_add(1, Ordering::Relaxed);
+            let _ = self.requests.try_send(EncoderRequest::Keyframe);
+        }
+    }
+
+    /// Periodic work: recovery keyframes, deferred keyframes and congestion control.
+    pub fn tick(&self, now: Instant) {
+        let recovering = lock(&self.viewers).values().any(|v| {
+            v.stats.state() == ViewerState::Connected
+                && v.stats.needs_keyframe.load(Ordering::Relaxed)
+                && v.recovering.load(Ordering::Relaxed)
+                && v.queue.capacity() * 2 >= VIEWER_QUEUE_FRAMES
+        });
+        if recovering {
+            self.request_keyframe(KeyframeReason::Recovery);
+        }
+        self.poll_keyframes(now);
+        let estimates: Vec<f64> = lock(&self.viewers)
+            .values()
+            .filter(|v| v.stats.state() == ViewerState::Connected)
+            .map(|v| v.stats.estimate_bps.load(Ordering::Relaxed) as f64)
+            .collect();
+        if let Some(bps) = lock(&self.rate).update(estimates, now) {
+            self.stats.target_bps.store(u64::from(bps), Ordering::Relaxed);
+            let _ = self.requests.try_send(EncoderRequest::SetBitrate(bps));
+        }
+    }
+
+    /// Start bitrate for a new viewer's congestion controller.
+    pub fn start_bps(&self) -> u32 {
+        lock(&self.rate).current_bps()
+    }
+
+    pub fn range(&self) -> BitrateRange {
+        lock(&self.rate).range()
+    }
+
+    pub fn remove_viewer(&self, id: &str) -> Option<Arc<Viewer>> {
+        let v = lock(&self.viewers).remove(id);
+        if let Some(v) = &v {
+            v.stats.set_state(ViewerState::Closed);
+        }
+        v
+    }
+
+    /// Whether another viewer may join; reserves a place if so.
+    pub fn reserve_place(&self) -> bool {
+        let max = self.max_viewers.load(Ordering::Relaxed);
+        let viewers = lock(&self.viewers);
+        let pending = self.pending.fetch_add(1, Ordering::AcqRel);
+        if viewers.len() + pending >= max {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    pub fn release_place(&self) {
+        self.pending.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Shared {
+    /// Fresh state for a share; `requests` receives what the encoder must do.
+    pub fn new(
+        token: Secret,
+        password: Option<Secret>,
+        max_viewers: usize,
+        bitrate: BitrateRange,
+        requests: crossbeam_channel::Sender<EncoderRequest>,
+        udp_ips: Vec<IpAddr>,
+        fault_drop_first_keyframe: bool,
+    ) -> Self {
+        Self {
+            token,
+            password: Mutex::new(password.filter(|p| !p.is_empty())),
+            throttle: Mutex::new(Throttle::default()),
+            max_viewers: AtomicUsize::new(max_viewers.max(1)),
+            viewers: Mutex::new(HashMap::new()),
+            pending: AtomicUsize::new(0),
+            keyframes: Mutex::new(KeyframeCoalescer::default()),
+            rate: Mutex::new(RateController::new(bitrate)),
+            requests,
+            stats: ShareStats::default(),
+            udp_ips,
+            ending: AtomicBool::new(false),
+            fault_drop_first_keyframe,
+        }
+    }
+}
+
+/// A viewer's peer connection, closable from anywhere.
+#[derive(Clone)]
+pub(crate) struct PeerHandle {
+    pub pc: Arc<dyn PeerConnection>,
+}
+
+impl PeerHandle {
+    pub async fn close(&self) {
+        if let Err(e) = self.pc.close().await {
+            tracing::debug!("closing a peer connection: {}", truncate(&e.to_string()));
+        }
+    }
+}
+
+/// webrtc errors can print whole packets: keep log lines short.
+pub(crate) fn truncate(s: &str) -> &str {
+    let end = s.char_indices().nth(160).map_or(s.len(), |(i, _)| i);
+    &s[..end]
+}
