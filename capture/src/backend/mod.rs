@@ -1,5 +1,7 @@
 //! Capture backends: one per platform API, chosen at run time.
 
+use std::time::Instant;
+
 use crate::error::Result;
 use crate::ring::RingProducer;
 
@@ -38,4 +40,18 @@ pub trait CaptureBackend: Send {
 
     /// A short human description, e.g. `window 0x3a00007 "Terminal"`.
     fn describe(&self) -> String;
+
+    /// Blocks until the source signals that it may have changed (X11 DAMAGE,
+    /// a new PipeWire buffer) or `deadline` passes, whichever comes first;
+    /// returns whether a change was signalled. Lets the driver capture a
+    /// change at once instead of on its next tick. Backends without change
+    /// notifications sleep until the deadline (the default), so the driver
+    /// polls them at its frame rate.
+    fn wait_for_change(&mut self, deadline: Instant) -> Result<bool> {
+        let now = Instant::now();
+        if deadline > now {
+            std::thread::sleep(deadline - now);
+        }
+        Ok(false)
+    }
 }
