@@ -67,8 +67,8 @@ struct ShareArgs {
     #[arg(long, default_value_t = 8080)]
     port: u16,
     /// Viewers must enter this password.
-    #[arg(long, env = "PEEP_PASSWORD", hide_env_values = true)]
-    password: Option<String>,
+    #[arg(long, env = "PEEP_PASSWORD", hide_env_values = true, value_parser = parse_secret)]
+    password: Option<peep_transport::Secret>,
     /// Most viewers at once.
     #[arg(long, default_value_t = 16)]
     max_viewers: usize,
@@ -126,6 +126,11 @@ pub fn parse_bitrate(text: &str) -> Result<u32, String> {
         return Err(format!("bitrate {text:?} is outside 10k–100M"));
     }
     Ok(value as u32)
+}
+
+/// Wraps a secret argument so `Debug` of the parsed arguments hides it.
+fn parse_secret(text: &str) -> Result<peep_transport::Secret, String> {
+    Ok(peep_transport::Secret::from(text))
 }
 
 /// Parses `WIDTHxHEIGHT`.
@@ -274,7 +279,7 @@ fn share(args: ShareArgs) -> Result<()> {
         bind: args.bind,
         port: args.port,
         public_host: args.public_host,
-        password: args.password.map(peep_transport::Secret::from),
+        password: args.password,
         max_viewers: args.max_viewers,
         bitrate: range,
         ..ShareConfig::default()
@@ -398,6 +403,13 @@ mod tests {
         assert!(parse_bitrate("fast").is_err());
         assert!(parse_bitrate("1").is_err());
         assert!(parse_bitrate("").is_err());
+    }
+
+    #[test]
+    fn the_password_argument_never_shows_in_debug_output() {
+        let cli = Cli::try_parse_from(["peep", "share", "--password", "hunter2-arg"]).expect("parses");
+        let debug = format!("{cli:?}");
+        assert!(debug.contains("password: Some(***)") && !debug.contains("hunter2-arg"), "{debug}");
     }
 
     #[test]

@@ -33,6 +33,8 @@
 pub mod auth;
 pub mod codecs;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod hub;
 mod interceptors;
 pub mod keyframe;

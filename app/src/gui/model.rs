@@ -411,6 +411,23 @@ mod tests {
     }
 
     #[test]
+    fn secrets_never_show_in_debug_output() {
+        let (password, token) = ("pw-0b5cure", "5ec12e7700112233445566778899aabb");
+        let link = format!("http://192.0.2.1:8080/s/{token}");
+        let mut m = Model::new(Settings { password_on: true, ..Settings::default() }, password.into());
+        m.apply(Event::Sources(vec![source("screen", "Whole screen", true)], vec![]));
+        let start = m.start().expect("start");
+        let started = Event::Started { link: link.as_str().into(), port: 8080 };
+        m.apply(started.clone());
+        assert_eq!(m.link.as_ref().map(Secret::expose), Some(link.as_str()), "the model does hold the link");
+        let set = m.set_password_on(false).into_iter().chain(m.set_password_on(true)).collect::<Vec<_>>();
+        assert_eq!(set.len(), 2, "{set:?}");
+        for debug in [format!("{m:?}"), format!("{start:?}"), format!("{started:?}"), format!("{set:?}")] {
+            assert!(!debug.contains(password) && !debug.contains(token), "a secret in Debug output: {debug}");
+        }
+    }
+
+    #[test]
     fn start_stop_state_machine() {
         let mut m = model();
         assert_eq!(m.selected.as_deref(), Some("monitor:M"), "primary display by default");
