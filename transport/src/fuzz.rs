@@ -15,5 +15,8 @@ pub fn offer(data: &[u8]) {
     }
 }
 
+/// A target's body: one input in, a panic only on a broken invariant.
+pub type Body = fn(&[u8]);
+
 /// The targets by name (the directory names under `fuzz/seeds/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[("offer", offer)];
+pub const TARGETS: &[(&str, Body)] = &[("offer", offer)];
