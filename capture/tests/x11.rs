@@ -126,16 +126,33 @@ fn window_capture_follows_moves_and_resizes_and_hides_overlaps() {
         // Static scenes always carry the mark of frame 0.
         assert_eq!(read_mark_bgra(f.data(), 320, 240, 1280), Some(FrameMark { counter: 0, timestamp_ms: 0 }));
     }
-    // Another window on top must not show up in the window's capture.
+    // Another window on top, over the target's top-left corner (where its
+    // mark is), must not show up in the window's capture.
     let cover = DemoWindow::open(conn.clone(), 90, 90, 200, 150, "cover").expect("cover");
     cover.fill(0, 0, 200, 150, 0x00ff00).expect("fill");
-    // Move partly off-screen.
+    let green = |px: &[u8]| px[..3] == [0, 255, 0];
+    {
+        // The cover really is on screen over the target: the screen shows it there.
+        let mut screen = session.capture(&SourceId::Screen).expect("screen capture");
+        screen.set_cursor(false);
+        let (mut sp, mut sc) = frame_ring();
+        let f = capture_frame(&mut screen, &mut sp, &mut sc, true);
+        let stride = f.meta().stride_bytes;
+        let covered = (100..240).flat_map(|y| (100..290).map(move |x| y * stride + x * 4));
+        assert!(covered.clone().all(|i| green(&f.data()[i..i + 4])), "the cover is on top of the target on screen");
+    }
+    {
+        let f = capture_frame(&mut cap, &mut p, &mut c, true);
+        assert_eq!((f.meta().width, f.meta().height), (320, 240));
+        assert!(!f.data().chunks_exact(4).any(green), "covering window leaked into capture");
+        assert_eq!(read_mark_bgra(f.data(), 320, 240, 1280), Some(FrameMark { counter: 0, timestamp_ms: 0 }));
+    }
+    // Move partly off-screen: the part outside the screen is still captured.
     win.configure(900, -50, 320, 240).expect("move");
     {
         let f = capture_frame(&mut cap, &mut p, &mut c, true);
         assert_eq!((f.meta().width, f.meta().height), (320, 240));
         assert_eq!(read_mark_bgra(f.data(), 320, 240, 1280), Some(FrameMark { counter: 0, timestamp_ms: 0 }));
-        assert!(f.data().chunks_exact(4).all(|px| px[..3] != [0, 255, 0]), "covering window leaked into capture");
     }
     // Resize: new size, new content.
     win.configure(50, 50, 480, 360).expect("resize");
