@@ -16,32 +16,13 @@ mod browser;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use browser::{Browser, Page};
+use browser::{Browser, LATENCY_PROBE, Page};
 use peep::pipeline::PipelineConfig;
 use peep::session::Session;
 use peep_capture::backend::synthetic::SyntheticBackend;
 use peep_capture::synthetic::Scene;
 use peep_encode::{OpenH264Config, OpenH264Encoder};
 use peep_transport::{BitrateRange, ShareConfig};
-
-const LATENCY_PROBE: &str = r#"
-(() => {
-  window.__lat = [];
-  const v = document.getElementById('video');
-  const cb = (now, meta) => {
-    const m = window.__peepReadMark();
-    if (m) {
-      const shown = performance.timeOrigin + meta.expectedDisplayTime;
-      let d = (shown % 4294967296) - m.timestampMs;
-      if (d < -2147483648) d += 4294967296;
-      if (d >= 0 && d < 10000) window.__lat.push(d);
-    }
-    v.requestVideoFrameCallback(cb);
-  };
-  v.requestVideoFrameCallback(cb);
-  return true;
-})()
-"#;
 
 fn session(scene: Scene) -> Session {
     let source = SyntheticBackend::new(1920, 1080, scene).expect("source");

@@ -82,11 +82,20 @@ pub struct PipelineConfig {
     pub governor_start_bps: Option<u32>,
     /// Resolution policy (see [`Control::SetMaxHeight`]).
     pub max_height: Option<u32>,
+    /// Start with capture paused (a share nobody watches yet); see
+    /// [`Pipeline::set_paused`].
+    pub start_paused: bool,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self { fps: 30.0, keepalive: Duration::from_secs(1), governor_start_bps: None, max_height: None }
+        Self {
+            fps: 30.0,
+            keepalive: Duration::from_secs(1),
+            governor_start_bps: None,
+            max_height: None,
+            start_paused: false,
+        }
     }
 }
 
@@ -109,7 +118,8 @@ impl Pipeline {
     pub fn start(backend: Box<dyn CaptureBackend>, encoder: Box<dyn Encoder>, config: PipelineConfig) -> Result<Self> {
         let (producer, consumer) = frame_ring();
         let capture_stats = Arc::new(CaptureStats::default());
-        let capture_config = CaptureConfig { fps: config.fps, keepalive: config.keepalive };
+        let capture_config =
+            CaptureConfig { fps: config.fps, keepalive: config.keepalive, start_paused: config.start_paused };
         let capture = driver::spawn_capture(backend, producer, capture_config, capture_stats.clone())
             .context("starting the capture thread")?;
         let stats = Arc::new(PipelineStats::default());

@@ -61,10 +61,10 @@ impl Session {
     ) -> Result<Self> {
         // Live viewers: trade frame rate for bitrate when the link is slow.
         let start_bps = share.bitrate.clamp(peep_transport::rate::START_BPS);
-        let pipeline = PipelineConfig { governor_start_bps: Some(start_bps), ..pipeline };
+        // Nobody watches yet: nothing is captured or encoded until someone does.
+        let pipeline = PipelineConfig { governor_start_bps: Some(start_bps), start_paused: true, ..pipeline };
         let share = Arc::new(Share::start(share).context("starting the share server")?);
         let mut pipeline = Pipeline::start(backend, encoder, pipeline)?;
-        pipeline.set_paused(true);
         let (pipeline_stats, capture_stats) = (pipeline.stats.clone(), pipeline.capture_stats.clone());
         let stop = Arc::new(AtomicBool::new(false));
         // Policy when full: the command is dropped (settings; the next one wins).

@@ -36,11 +36,14 @@ pub struct CaptureConfig {
     pub fps: f32,
     /// Longest gap between published frames while the source is unchanged.
     pub keepalive: Duration,
+    /// Start paused (see [`CaptureHandle::set_paused`]): nothing is read from
+    /// the source until resumed.
+    pub start_paused: bool,
 }
 
 impl Default for CaptureConfig {
     fn default() -> Self {
-        Self { fps: 30.0, keepalive: Duration::from_secs(1) }
+        Self { fps: 30.0, keepalive: Duration::from_secs(1), start_paused: false }
     }
 }
 
@@ -132,7 +135,7 @@ pub fn spawn_capture(
     stats: Arc<CaptureStats>,
 ) -> std::io::Result<CaptureHandle> {
     let stop = Arc::new(AtomicBool::new(false));
-    let paused = Arc::new(AtomicBool::new(false));
+    let paused = Arc::new(AtomicBool::new(config.start_paused));
     let fps_bits = Arc::new(AtomicU32::new(sanitize_fps(config.fps).to_bits()));
     let thread = {
         let (stop, paused, fps_bits) = (stop.clone(), paused.clone(), fps_bits.clone());
@@ -192,7 +195,7 @@ mod tests {
         let (producer, mut consumer) = frame_ring();
         let stats = Arc::new(CaptureStats::default());
         let backend = SyntheticBackend::new(64, 64, Scene::Static).expect("backend");
-        let config = CaptureConfig { fps: 100.0, keepalive: Duration::from_millis(200) };
+        let config = CaptureConfig { fps: 100.0, keepalive: Duration::from_millis(200), ..CaptureConfig::default() };
         let handle = spawn_capture(Box::new(backend), producer, config, stats.clone()).expect("spawn");
         let mut frames = Vec::new();
         let until = Instant::now() + Duration::from_millis(700);
@@ -213,7 +216,7 @@ mod tests {
     fn requested_frame_arrives_on_static_source() {
         let (producer, mut consumer) = frame_ring();
         let backend = SyntheticBackend::new(32, 32, Scene::Static).expect("backend");
-        let config = CaptureConfig { fps: 100.0, keepalive: Duration::from_secs(3600) };
+        let config = CaptureConfig { fps: 100.0, keepalive: Duration::from_secs(3600), ..CaptureConfig::default() };
         let _handle = spawn_capture(Box::new(backend), producer, config, Arc::default()).expect("spawn");
         assert!(matches!(consumer.take_timeout(Duration::from_secs(5)), Take::Frame(_)));
         assert!(matches!(consumer.take_timeout(Duration::from_millis(100)), Take::Timeout));
@@ -229,7 +232,7 @@ mod tests {
         let (producer, mut consumer) = frame_ring();
         let stats = Arc::new(CaptureStats::default());
         let backend = SyntheticBackend::new(64, 64, Scene::Moving).expect("backend");
-        let config = CaptureConfig { fps: 20.0, keepalive: Duration::from_secs(1) };
+        let config = CaptureConfig { fps: 20.0, keepalive: Duration::from_secs(1), ..CaptureConfig::default() };
         let handle = spawn_capture(Box::new(backend), producer, config, stats.clone()).expect("spawn");
         let until = Instant::now() + Duration::from_secs(1);
         let mut frames = 0;
@@ -248,7 +251,7 @@ mod tests {
     fn paused_capture_publishes_nothing_and_resumes_with_a_frame() {
         let (producer, mut consumer) = frame_ring();
         let backend = SyntheticBackend::new(32, 32, Scene::Static).expect("backend");
-        let config = CaptureConfig { fps: 100.0, keepalive: Duration::from_secs(3600) };
+        let config = CaptureConfig { fps: 100.0, keepalive: Duration::from_secs(3600), ..CaptureConfig::default() };
         let handle = spawn_capture(Box::new(backend), producer, config, Arc::default()).expect("spawn");
         assert!(matches!(consumer.take_timeout(Duration::from_secs(5)), Take::Frame(_)));
         handle.set_paused(true);

@@ -51,6 +51,8 @@ pub struct ShareStats {
     pub viewers_joined: AtomicU64,
     /// Offers refused (bad token, password, full, malformed).
     pub offers_refused: AtomicU64,
+    /// Sessions ended by their viewer's WHEP DELETE.
+    pub sessions_deleted: AtomicU64,
 }
 
 /// Why a viewer's page should stop.

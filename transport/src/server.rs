@@ -229,6 +229,7 @@ async fn whep_delete(State(shared): State<AppState>, Path((token, session)): Pat
     }
     match shared.remove_viewer(&session) {
         Some(viewer) => {
+            shared.stats.sessions_deleted.fetch_add(1, Ordering::Relaxed);
             viewer.peer.close().await;
             cors(StatusCode::OK.into_response())
         }

@@ -76,6 +76,33 @@ window.__peepReadMark = () => {
 };
 "#;
 
+/// JS that records glass-to-glass latency: for every presented frame, its
+/// expected display time (wall clock) minus the capture time the synthetic
+/// source stamped into it. Results accumulate in `window.__lat` (ms); frames
+/// whose mark cannot be read are counted in `window.__latUnread`. Nothing is
+/// filtered out, so a regression to seconds shows.
+pub const LATENCY_PROBE: &str = r#"
+(() => {
+  window.__lat = [];
+  window.__latUnread = 0;
+  const v = document.getElementById('video');
+  const cb = (now, meta) => {
+    const m = window.__peepReadMark();
+    if (m) {
+      const shown = performance.timeOrigin + meta.expectedDisplayTime;
+      let d = (shown % 4294967296) - m.timestampMs;
+      if (d < -2147483648) d += 4294967296;
+      window.__lat.push(d);
+    } else {
+      window.__latUnread += 1;
+    }
+    v.requestVideoFrameCallback(cb);
+  };
+  v.requestVideoFrameCallback(cb);
+  return true;
+})()
+"#;
+
 /// A running Chromium.
 pub struct Browser {
     child: Child,
