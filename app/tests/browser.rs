@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use common::browser::{Browser, LATENCY_PROBE, Page};
+use common::netns::{Link, Netns};
 use peep::pipeline::PipelineConfig;
 use peep::session::Session;
 use peep_capture::backend::synthetic::SyntheticBackend;
@@ -17,16 +18,15 @@ use serde_json::Value;
 const LIVE: &str = "window.peep && peep.state() === 'live'";
 
 fn session(config: ShareConfig) -> Session {
+    session_on(IpAddr::V4(Ipv4Addr::LOCALHOST), config)
+}
+
+fn session_on(bind: IpAddr, config: ShareConfig) -> Session {
     let source = SyntheticBackend::new(640, 360, Scene::Typing).expect("source");
     let encoder =
         OpenH264Encoder::new(OpenH264Config { bitrate_bps: 2_000_000, fps: 30.0, ..OpenH264Config::default() })
             .expect("encoder");
-    let config = ShareConfig {
-        bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        port: 0,
-        bitrate: BitrateRange::new(500_000, 2_000_000),
-        ..config
-    };
+    let config = ShareConfig { bind, port: 0, bitrate: BitrateRange::new(500_000, 2_000_000), ..config };
     Session::start(Box::new(source), Box::new(encoder), PipelineConfig::default(), config).expect("session")
 }
 
@@ -281,4 +281,27 @@ fn viewer_controls_scale_zoom_stats_and_help() {
         key(&mut b, "s");
         b.screenshot(&page, &std::path::Path::new(&dir).join("viewer.png"));
     }
+}
+
+/// A viewer on another host (a network namespace) with Chromium's default
+/// WebRTC privacy: its offer names no address, only mDNS `.local` names
+/// Peep cannot resolve. Peep must learn the viewer's address from its
+/// connectivity checks (a peer-reflexive candidate), as it must for every
+/// real remote viewer.
+#[test]
+fn a_remote_viewer_hiding_its_addresses_behind_mdns_plays() {
+    let viewer = Netns::new("pmv");
+    let link = Link::new(None, "10.232.1.1/30", Some(&viewer), "10.232.1.2/30");
+    viewer.ip(&["route", "add", "default", "via", link.a.ip()]);
+    let s = session_on(link.a.ip().parse().expect("ip"), ShareConfig::default());
+    let mut b = Browser::launch_in(&viewer.name, &[]);
+    let page = b.open(s.share().link());
+    b.wait_for(&page, LIVE, Duration::from_secs(20));
+    let offer = b.eval(&page, "window.__peepOffer").as_str().unwrap_or_default().to_owned();
+    let addresses: Vec<&str> =
+        offer.lines().filter(|l| l.starts_with("a=candidate:")).filter_map(|l| l.split(' ').nth(4)).collect();
+    assert!(!addresses.is_empty(), "the offer carries host candidates: {offer}");
+    assert!(addresses.iter().all(|a| a.ends_with(".local")), "every address hidden behind mDNS: {addresses:?}");
+    let counters = read_marks(&mut b, &page, Duration::from_millis(1500));
+    assert!(counters.windows(2).filter(|w| w[0] < w[1]).count() >= 5, "the picture plays: {counters:?}");
 }

@@ -51,6 +51,7 @@ fn viewer(id: &str) -> ViewerSnapshot {
         bytes_sent: 1,
         frames_sent: 1,
         frames_dropped: 0,
+        frames_skipped: 0,
         keyframe_requests: 0,
     }
 }

@@ -43,6 +43,9 @@ pub struct ShareStats {
     pub frames_in: AtomicU64,
     /// Keyframe requests received (PLI, FIR, joins, recoveries).
     pub keyframe_requests: AtomicU64,
+    /// Of those, requests for a viewer recovering from dropped frames or a
+    /// lost connection.
+    pub recovery_requests: AtomicU64,
     /// Keyframes asked of the encoder after coalescing.
     pub keyframes_forced: AtomicU64,
     /// The encoder bitrate congestion control last asked for.
@@ -115,6 +118,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     pub fn request_keyframe(&self, reason: KeyframeReason) {
         self.stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+        if reason == KeyframeReason::Recovery {
+            self.stats.recovery_requests.fetch_add(1, Ordering::Relaxed);
+        }
         lock(&self.keyframes).request(reason);
         self.poll_keyframes(Instant::now());
     }

@@ -99,8 +99,10 @@ pub struct ViewerSnapshot {
     pub bytes_sent: u64,
     /// Frames sent.
     pub frames_sent: u64,
-    /// Frames dropped (queue full) plus frames skipped waiting for a keyframe.
+    /// Frames dropped because the viewer's queue was full.
     pub frames_dropped: u64,
+    /// Frames skipped while the viewer waited for a keyframe (after a drop).
+    pub frames_skipped: u64,
     /// Keyframe requests (PLI + FIR) from this viewer's decoder.
     pub keyframe_requests: u64,
 }
@@ -118,7 +120,8 @@ impl ViewerSnapshot {
             estimate_bps: s.estimate_bps.load(Ordering::Relaxed),
             bytes_sent: s.bytes_sent.load(Ordering::Relaxed),
             frames_sent: s.frames_sent.load(Ordering::Relaxed),
-            frames_dropped: s.frames_dropped.load(Ordering::Relaxed) + s.frames_skipped.load(Ordering::Relaxed),
+            frames_dropped: s.frames_dropped.load(Ordering::Relaxed),
+            frames_skipped: s.frames_skipped.load(Ordering::Relaxed),
             keyframe_requests: s.pli.load(Ordering::Relaxed) + s.fir.load(Ordering::Relaxed),
         }
     }

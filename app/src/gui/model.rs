@@ -495,6 +495,7 @@ mod tests {
             bytes_sent: 2,
             frames_sent: 3,
             frames_dropped: 0,
+            frames_skipped: 0,
             keyframe_requests: 0,
         };
         for i in 0..(HISTORY + 10) {

@@ -1,22 +1,28 @@
 //! A headless Debian Chromium driven over the DevTools protocol (CDP), for
 //! tests that watch a share in a real browser.
 //!
-//! Chromium gathers no loopback ICE candidate unless the page holds camera
-//! permission (see shared/FACTS.md): the harness grants it and, before any
-//! page script runs, makes `createOffer` first open a fake camera. That is
-//! test plumbing standing in for a second machine on the LAN; the viewer
-//! page itself never asks for a camera.
+//! Two set-ups:
+//! * [`Browser::launch`] — on this machine's loopback. Chromium gathers no
+//!   loopback ICE candidate unless the page holds camera permission (see
+//!   shared/FACTS.md): the harness grants it and, before any page script
+//!   runs, makes `createOffer` first open a fake camera, and turns off mDNS
+//!   hiding of host addresses. That is test plumbing standing in for a
+//!   second machine on the LAN; the viewer page itself never asks for a
+//!   camera.
+//! * [`Browser::launch_in`] — inside a network namespace (a test host),
+//!   with Chromium's default WebRTC behaviour: no camera, host addresses
+//!   hidden behind mDNS `.local` names, as a real remote viewer's browser.
+//!
+//! CDP runs over `--remote-debugging-pipe` (fds 3 and 4, NUL-terminated
+//! JSON), so the test can drive a browser in any network namespace.
 
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -29,6 +35,19 @@ const LOOPBACK_SHIM: &str = r#"
       window.__peepTestCamera = await navigator.mediaDevices.getUserMedia({ video: true });
     }
     return original.apply(this, args);
+  };
+})();
+"#;
+
+/// JS run in every page: keeps the last SDP offer the page POSTed (to
+/// WHEP) in `window.__peepOffer`, so tests can see which candidates the
+/// browser revealed.
+const OFFER_RECORDER: &str = r#"
+(() => {
+  const original = window.fetch;
+  window.fetch = function (resource, init) {
+    if (init && init.method === 'POST' && typeof init.body === 'string') window.__peepOffer = init.body;
+    return original.apply(this, arguments);
   };
 })();
 "#;
@@ -106,9 +125,12 @@ pub const LATENCY_PROBE: &str = r#"
 /// A running Chromium.
 pub struct Browser {
     child: Child,
-    ws: WebSocket<MaybeTlsStream<TcpStream>>,
+    to_browser: std::io::PipeWriter,
+    from_browser: BufReader<std::io::PipeReader>,
     next_id: u64,
     profile: std::path::PathBuf,
+    /// Loopback set-up: grant the camera and install the shim in each page.
+    loopback: bool,
 }
 
 /// One tab.
@@ -119,13 +141,33 @@ pub struct Page {
 }
 
 impl Browser {
-    /// Starts headless Chromium. Fails with an install hint when it is missing.
+    /// Starts headless Chromium for loopback tests (see the module docs).
+    /// Fails with an install hint when it is missing.
     pub fn launch() -> Self {
         Self::launch_with(&[])
     }
 
-    /// Starts headless Chromium with extra command-line flags.
+    /// [`Browser::launch`] with extra command-line flags.
     pub fn launch_with(extra_args: &[&str]) -> Self {
+        let loopback = [
+            "--allow-loopback-in-peer-connection",
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            "--disable-features=WebRtcHideLocalIpsWithMdns",
+        ];
+        let args: Vec<&str> = loopback.iter().chain(extra_args).copied().collect();
+        Self::start(None, &args, true)
+    }
+
+    /// Starts headless Chromium inside network namespace `netns`, with
+    /// Chromium's default WebRTC behaviour (mDNS host candidates, no camera).
+    pub fn launch_in(netns: &str, extra_args: &[&str]) -> Self {
+        Self::start(Some(netns), extra_args, false)
+    }
+
+    fn start(netns: Option<&str>, extra_args: &[&str], loopback: bool) -> Self {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
         assert!(
             std::path::Path::new(CHROMIUM).exists(),
             "browser tests need Debian's Chromium: install it with `apt-get install chromium`"
@@ -136,7 +178,17 @@ impl Browser {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
         ));
         std::fs::create_dir_all(&profile).expect("profile dir");
-        let mut child = Command::new(CHROMIUM)
+        let (commands_rx, to_browser) = std::io::pipe().expect("pipe");
+        let (from_browser, replies_tx) = std::io::pipe().expect("pipe");
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, CHROMIUM]);
+                c
+            }
+            None => Command::new(CHROMIUM),
+        };
+        command
             .args([
                 "--headless",
                 "--no-sandbox",
@@ -147,12 +199,8 @@ impl Browser {
                 "--disable-component-update",
                 "--disable-sync",
                 "--disable-dev-shm-usage",
-                "--allow-loopback-in-peer-connection",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                "--disable-features=WebRtcHideLocalIpsWithMdns",
                 "--autoplay-policy=no-user-gesture-required",
-                "--remote-debugging-port=0",
+                "--remote-debugging-pipe",
                 "--window-size=1280,800",
             ])
             .args(extra_args)
@@ -160,38 +208,45 @@ impl Browser {
             .arg("about:blank")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start chromium");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent && let Some(url) = line.strip_prefix("DevTools listening on ") {
-                    let _ = tx.send(url.trim().to_owned());
-                    sent = true;
+            .stderr(Stdio::null());
+        let (read_fd, write_fd) = (commands_rx.as_raw_fd(), replies_tx.as_raw_fd());
+        // SAFETY: between fork and exec only async-signal-safe calls (dup2)
+        // run; they give the child the two pipe ends Chromium's
+        // --remote-debugging-pipe expects as fds 3 (commands) and 4 (replies),
+        // without the close-on-exec flag.
+        unsafe {
+            command.pre_exec(move || {
+                for (from, to) in [(read_fd, 3), (write_fd, 4)] {
+                    if libc::dup2(from, to) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
-            }
-        });
-        let url = rx.recv_timeout(Duration::from_secs(30)).expect("Chromium printed its DevTools address");
-        let (ws, _) = tungstenite::connect(url.as_str()).expect("connect to DevTools");
-        Self { child, ws, next_id: 0, profile }
+                Ok(())
+            });
+        }
+        let child = command.spawn().expect("start chromium");
+        drop((commands_rx, replies_tx));
+        Self { child, to_browser, from_browser: BufReader::new(from_browser), next_id: 0, profile, loopback }
     }
 
     /// Sends a CDP command and waits for its result.
     pub fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        use std::io::Write;
         self.next_id += 1;
         let id = self.next_id;
         let mut msg = json!({ "id": id, "method": method, "params": params });
         if let Some(s) = session {
             msg["sessionId"] = json!(s);
         }
-        self.ws.send(Message::text(msg.to_string())).expect("send to DevTools");
+        let mut bytes = msg.to_string().into_bytes();
+        bytes.push(0);
+        self.to_browser.write_all(&bytes).expect("send to DevTools (did Chromium start?)");
         loop {
-            let reply = self.ws.read().expect("read from DevTools");
-            let Message::Text(text) = reply else { continue };
-            let v: Value = serde_json::from_str(text.as_str()).expect("DevTools JSON");
+            let mut reply = Vec::new();
+            let n = self.from_browser.read_until(0, &mut reply).expect("read from DevTools");
+            assert!(n > 0 && reply.last() == Some(&0), "Chromium closed its DevTools pipe during {method}");
+            reply.pop();
+            let v: Value = serde_json::from_slice(&reply).expect("DevTools JSON");
             if v["id"].as_u64() == Some(id) {
                 assert!(v.get("error").is_none(), "{method} failed: {}", v["error"]);
                 return v["result"].clone();
@@ -208,17 +263,20 @@ impl Browser {
         let session_id = attached["sessionId"].as_str().expect("sessionId").to_owned();
         let page = Page { target_id, session_id };
         let origin = url.split('/').take(3).collect::<Vec<_>>().join("/");
-        self.call(
-            None,
-            "Browser.grantPermissions",
-            json!({ "origin": origin, "permissions": ["videoCapture", "audioCapture"] }),
-        );
+        if self.loopback {
+            self.call(
+                None,
+                "Browser.grantPermissions",
+                json!({ "origin": origin, "permissions": ["videoCapture", "audioCapture"] }),
+            );
+        }
         self.call(Some(&page.session_id), "Page.enable", json!({}));
         self.call(Some(&page.session_id), "Emulation.setFocusEmulationEnabled", json!({ "enabled": true }));
+        let shim = if self.loopback { LOOPBACK_SHIM } else { "" };
         self.call(
             Some(&page.session_id),
             "Page.addScriptToEvaluateOnNewDocument",
-            json!({ "source": format!("{LOOPBACK_SHIM}\n{MARK_READER}") }),
+            json!({ "source": format!("{shim}\n{OFFER_RECORDER}\n{MARK_READER}") }),
         );
         self.navigate(&page, url);
         page
