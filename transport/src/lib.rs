@@ -31,15 +31,18 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod bwe;
 pub mod codecs;
 pub mod error;
 mod hub;
 mod interceptors;
 pub mod keyframe;
 pub mod offer;
+pub mod pacer;
 mod peer;
 pub mod rate;
 pub mod secret;
+pub mod sender;
 mod server;
 pub mod share;
 pub mod viewer;
