@@ -105,10 +105,14 @@ impl FrameDropper {
     }
 
     /// Whether to encode the frame captured now, given how long the
-    /// transport's send queue takes to drain. `None`: encode it.
-    pub fn decide(&mut self, now: Instant, send_backlog: Duration) -> Option<Skip> {
+    /// transport's send queue takes to drain. `None`: encode it. A keyframe
+    /// someone asked for is never skipped: a viewer waits for it, and the
+    /// transport lets it supersede the frames queued before it.
+    pub fn decide(&mut self, now: Instant, send_backlog: Duration, keyframe: bool) -> Option<Skip> {
         self.drain(now);
-        if send_backlog > SEND_BACKLOG_LIMIT {
+        if keyframe {
+            None
+        } else if send_backlog > SEND_BACKLOG_LIMIT {
             self.skipped_backlog += 1;
             Some(Skip::Backlog)
         } else if self.level() > BUCKET_LIMIT {
@@ -186,12 +190,12 @@ mod tests {
     fn the_bucket_skips_after_an_overshoot_until_it_drains() {
         let t0 = Instant::now();
         let mut d = FrameDropper::new(1_000_000);
-        assert_eq!(d.decide(t0, Duration::ZERO), None);
+        assert_eq!(d.decide(t0, Duration::ZERO, false), None);
         // A 100 KB keyframe: 800 ms of a 1 Mbps budget.
         d.on_encoded(t0, 100_000);
         let mut t = t0;
         let mut skipped = 0;
-        while d.decide(t, Duration::ZERO).is_some() {
+        while d.decide(t, Duration::ZERO, false).is_some() {
             skipped += 1;
             t += Duration::from_millis(33);
         }
@@ -201,7 +205,7 @@ mod tests {
         // Frames at the target never skip.
         for _ in 0..100 {
             t += Duration::from_millis(33);
-            assert_eq!(d.decide(t, Duration::ZERO), None);
+            assert_eq!(d.decide(t, Duration::ZERO, false), None);
             d.on_encoded(t, 4_125);
         }
     }
@@ -210,9 +214,12 @@ mod tests {
     fn a_long_send_queue_skips_frames() {
         let t0 = Instant::now();
         let mut d = FrameDropper::new(1_000_000);
-        assert_eq!(d.decide(t0, Duration::from_millis(301)), Some(Skip::Backlog));
-        assert_eq!(d.decide(t0, Duration::from_millis(100)), None);
+        assert_eq!(d.decide(t0, Duration::from_millis(301), false), Some(Skip::Backlog));
+        assert_eq!(d.decide(t0, Duration::from_millis(100), false), None);
         assert_eq!(d.skipped(), (0, 1));
+        // A requested keyframe goes anyway, even over budget.
+        d.on_encoded(t0, 1_000_000);
+        assert_eq!(d.decide(t0, Duration::from_secs(2), true), None);
     }
 
     #[test]

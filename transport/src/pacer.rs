@@ -12,7 +12,7 @@
 //! * **Retransmissions first.** A NACKed packet jumps the media queue: a
 //!   viewer whose decoder waits for it is already late.
 //! * **NACK discipline.** A NACK for a packet that is already queued for
-//!   retransmission, or was (re)sent less than one round trip ago, is
+//!   retransmission, or was retransmitted less than one round trip ago, is
 //!   ignored (the answer is on its way; browsers repeat NACKs every RTT). A
 //!   packet first sent more than [`RTX_MAX_AGE`] ago is not resent: the
 //!   viewer has given up on that frame and asks for a keyframe instead.
@@ -28,6 +28,20 @@
 //!   packet it releases itself, continuing from the first media packet's
 //!   number; the media stream stays gap-free. Padding goes only between
 //!   frames (after a packet with the marker bit), never inside one.
+//! * **Keyframes supersede.** When a keyframe is queued, the frames queued
+//!   before it that have not started leaving are discarded: the keyframe
+//!   does not depend on them, and nothing has numbered them yet, so the
+//!   stream stays gap-free (a frame already partly sent is finished); queued
+//!   retransmissions go too. After a keyframe has gone out, NACKs for
+//!   packets before it are ignored: the decoder restarts at the keyframe
+//!   and needs nothing older. After an outage the viewer needs a keyframe
+//!   anyway ([`Pacer::expect_keyframe`]): NACKs are ignored until it comes.
+//! * **Redundant retransmissions.** From [`REDUNDANT_RTX_LOSS`] of measured
+//!   loss until it falls under [`REDUNDANT_RTX_LOSS_OFF`], each retransmission is sent a second
+//!   time [`REDUNDANT_RTX_DELAY`] later: a lost retransmission costs a
+//!   round trip more, which is what turns a hiccup into a visible freeze on
+//!   a lossy link. The copy the browser did not need is dropped by its SRTP
+//!   replay check.
 //! * **Probes.** While a [`ProbeCluster`] is active, packets leave at its
 //!   rate; queued media goes first, padding of [`PADDING_PACKET_BYTES`] fills
 //!   the rest until the cluster's size is reached.
@@ -53,6 +67,15 @@ pub const HISTORY_AGE: Duration = Duration::from_millis(1500);
 pub const HISTORY_PACKETS: usize = 8192;
 /// Beyond this much queued time the pacer drains faster than the estimate.
 pub const QUEUE_TIME_LIMIT: Duration = Duration::from_secs(1);
+/// How long [`Pacer::expect_keyframe`] ignores NACKs at most.
+pub const KEYFRAME_WAIT: Duration = Duration::from_secs(1);
+/// Loss at which retransmissions start being sent twice…
+pub const REDUNDANT_RTX_LOSS: f64 = 0.03;
+/// …and below which they stop (hysteresis: a 1 s loss window of a link
+/// with 5 % random loss reads under 3 % one time in five).
+pub const REDUNDANT_RTX_LOSS_OFF: f64 = 0.01;
+/// Gap between a retransmission and its redundant copy (decorrelates short bursts).
+pub const REDUNDANT_RTX_DELAY: Duration = Duration::from_millis(10);
 /// Wire size (RTP) of a padding packet.
 pub const PADDING_PACKET_BYTES: usize = 1000;
 /// ALR budget rate as a share of the estimate.
@@ -70,6 +93,8 @@ pub trait Paced: Clone {
     fn size(&self) -> usize;
     /// Whether it is the last packet of a frame (RTP marker bit).
     fn frame_end(&self) -> bool;
+    /// Whether it is the first packet of a keyframe.
+    fn keyframe_start(&self) -> bool;
 }
 
 /// A packet the pacer releases now.
@@ -128,6 +153,10 @@ pub struct PacerStats {
     pub padding_bytes: u64,
     /// Probe clusters completed.
     pub probes: u64,
+    /// Redundant copies of retransmissions sent.
+    pub redundant_retransmissions: u64,
+    /// Queued frames discarded because a keyframe superseded them.
+    pub frames_superseded: u64,
 }
 
 struct Queued<P> {
@@ -143,6 +172,7 @@ struct Sent<P> {
     first_sent: Instant,
     last_sent: Instant,
     rtx_queued: bool,
+    retransmitted: bool,
 }
 
 struct ActiveProbe {
@@ -158,6 +188,13 @@ pub struct Pacer<P> {
     media_bytes: usize,
     rtx: VecDeque<u16>,
     rtx_bytes: usize,
+    /// Redundant copies due: (when, seq).
+    rtx_repeat: VecDeque<(Instant, u16)>,
+    redundant: bool,
+    /// Sequence number of the last keyframe's first packet.
+    last_keyframe_seq: Option<u16>,
+    /// Since when a keyframe is expected (see [`Pacer::expect_keyframe`]).
+    awaiting_keyframe: Option<Instant>,
     /// Sent packets by sequence number: `history[i]` has seq `history_first + i`.
     history: VecDeque<Sent<P>>,
     history_first: u16,
@@ -194,6 +231,10 @@ impl<P: Paced> Pacer<P> {
             media_bytes: 0,
             rtx: VecDeque::new(),
             rtx_bytes: 0,
+            rtx_repeat: VecDeque::new(),
+            redundant: false,
+            last_keyframe_seq: None,
+            awaiting_keyframe: None,
             history: VecDeque::new(),
             history_first: 0,
             next_seq: None,
@@ -261,12 +302,59 @@ impl<P: Paced> Pacer<P> {
         }
     }
 
+    /// Sends each retransmission twice (see the module docs).
+    pub fn set_redundant_retransmissions(&mut self, on: bool) {
+        self.redundant = on;
+    }
+
     /// Queues a media packet (in sending order; a frame's packets together).
     pub fn enqueue(&mut self, now: Instant, packet: P) {
         let size = packet.size();
         self.refill(now);
+        if packet.keyframe_start() {
+            self.supersede();
+        }
         self.media_bytes += size;
         self.media.push_back(Queued { packet, size, enqueued: now });
+    }
+
+    /// The viewer's decoder lost its reference chain (an outage) and a
+    /// keyframe has been asked for: until it is queued (or
+    /// [`KEYFRAME_WAIT`] has passed), NACKs are ignored and queued
+    /// retransmissions dropped — they would only delay the keyframe.
+    pub fn expect_keyframe(&mut self, now: Instant) {
+        self.awaiting_keyframe = Some(now);
+        self.drop_retransmissions();
+    }
+
+    fn drop_retransmissions(&mut self) {
+        for seq in self.rtx.drain(..) {
+            let index = seq.wrapping_sub(self.history_first) as usize;
+            if let Some(sent) = self.history.get_mut(index) {
+                sent.rtx_queued = false;
+            }
+        }
+        self.rtx_bytes = 0;
+        self.rtx_repeat.clear();
+    }
+
+    /// Discards queued frames that have not started leaving, and queued
+    /// retransmissions (all older than the keyframe).
+    fn supersede(&mut self) {
+        self.awaiting_keyframe = None;
+        self.drop_retransmissions();
+        // A frame already partly sent is finished: keep its remaining packets.
+        let keep = if self.at_frame_boundary {
+            0
+        } else {
+            self.media.iter().position(|q| q.packet.frame_end()).map_or(self.media.len(), |i| i + 1)
+        };
+        for q in self.media.drain(keep..) {
+            self.media_bytes -= q.size;
+            if q.packet.frame_end() {
+                self.stats.frames_superseded += 1;
+            }
+        }
     }
 
     /// A NACK asked for these sequence numbers. Returns how many were queued.
@@ -278,9 +366,13 @@ impl<P: Paced> Pacer<P> {
                 self.stats.rtx_expired += 1;
                 continue;
             };
-            if now.saturating_duration_since(sent.first_sent) > RTX_MAX_AGE {
+            let superseded = self.last_keyframe_seq.is_some_and(|k| seq_before(seq, k))
+                || self.awaiting_keyframe.is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_WAIT);
+            if superseded {
+                self.stats.nacks_ignored += 1;
+            } else if now.saturating_duration_since(sent.first_sent) > RTX_MAX_AGE {
                 self.stats.rtx_expired += 1;
-            } else if sent.rtx_queued || now.saturating_duration_since(sent.last_sent) < rtt {
+            } else if sent.rtx_queued || (sent.retransmitted && now.saturating_duration_since(sent.last_sent) < rtt) {
                 self.stats.nacks_ignored += 1;
             } else {
                 sent.rtx_queued = true;
@@ -329,7 +421,14 @@ impl<P: Paced> Pacer<P> {
         if self.history.is_empty() {
             self.history_first = seq;
         }
-        self.history.push_back(Sent { packet, size, first_sent: now, last_sent: now, rtx_queued: false });
+        self.history.push_back(Sent {
+            packet,
+            size,
+            first_sent: now,
+            last_sent: now,
+            rtx_queued: false,
+            retransmitted: false,
+        });
         while self.history.len() > HISTORY_PACKETS
             || self
                 .history
@@ -363,6 +462,22 @@ impl<P: Paced> Pacer<P> {
         if self.budget_bits < 0.0 {
             return None;
         }
+        // Redundant copies of retransmissions that are due.
+        if self.rtx_repeat.front().is_some_and(|(at, _)| *at <= now) {
+            let (_, seq) = self.rtx_repeat.pop_front().expect("front exists");
+            let index = seq.wrapping_sub(self.history_first) as usize;
+            if let Some(sent) = self.history.get(index) {
+                let size = sent.size;
+                let release = match &sent.packet {
+                    Some(p) => Release::Retransmission { packet: p.clone(), seq },
+                    None => Release::Padding { seq, size, probe: None },
+                };
+                self.stats.redundant_retransmissions += 1;
+                self.spend(size);
+                let finished = self.count_probe(size);
+                return Some((release, finished));
+            }
+        }
         // Retransmissions first; stale ones are dropped.
         while let Some(seq) = self.rtx.pop_front() {
             let index = seq.wrapping_sub(self.history_first) as usize;
@@ -374,12 +489,16 @@ impl<P: Paced> Pacer<P> {
                 continue;
             }
             sent.last_sent = now;
+            sent.retransmitted = true;
             let size = sent.size;
             let release = match &sent.packet {
                 Some(p) => Release::Retransmission { packet: p.clone(), seq },
                 None => Release::Padding { seq, size, probe: None },
             };
             self.stats.retransmissions += 1;
+            if self.redundant {
+                self.rtx_repeat.push_back((now + REDUNDANT_RTX_DELAY, seq));
+            }
             self.spend(size);
             let finished = self.count_probe(size);
             return Some((release, finished));
@@ -389,6 +508,9 @@ impl<P: Paced> Pacer<P> {
             self.at_frame_boundary = q.packet.frame_end();
             let probe = self.probe.as_ref().map(|p| p.cluster.id);
             let seq = self.record_sent(now, Some(q.packet.clone()), q.size);
+            if q.packet.keyframe_start() {
+                self.last_keyframe_seq = Some(seq);
+            }
             self.stats.media_packets += 1;
             self.spend(q.size);
             let finished = self.count_probe(q.size);
@@ -426,16 +548,26 @@ impl<P: Paced> Pacer<P> {
         let has_work = !self.rtx.is_empty()
             || !self.media.is_empty()
             || (self.probe.is_some() && self.at_frame_boundary && self.next_seq.is_some());
-        if !has_work {
-            return None;
-        }
+        let repeat = self.rtx_repeat.front().map(|(at, _)| *at);
         let last = self.last_refill?;
-        if self.budget_bits >= 0.0 {
-            return Some(last);
+        let budget_at = if self.budget_bits >= 0.0 {
+            last
+        } else {
+            let wait = -self.budget_bits / self.current_rate();
+            last + Duration::from_secs_f64(wait).max(Duration::from_micros(100))
+        };
+        match (has_work, repeat) {
+            (true, _) => Some(budget_at),
+            // Only a redundant copy waits: when it is due and the budget allows.
+            (false, Some(at)) => Some(at.max(budget_at)),
+            (false, None) => None,
         }
-        let wait = -self.budget_bits / self.current_rate();
-        Some(last + Duration::from_secs_f64(wait).max(Duration::from_micros(100)))
     }
+}
+
+/// Whether sequence number `a` comes before `b` (with wrap-around).
+fn seq_before(a: u16, b: u16) -> bool {
+    a != b && b.wrapping_sub(a) < 0x8000
 }
 
 #[cfg(test)]
@@ -446,6 +578,7 @@ mod tests {
     struct Pkt {
         size: usize,
         end: bool,
+        key: bool,
         id: u32,
     }
 
@@ -456,11 +589,20 @@ mod tests {
         fn frame_end(&self) -> bool {
             self.end
         }
+        fn keyframe_start(&self) -> bool {
+            self.key
+        }
     }
 
     fn frame(p: &mut Pacer<Pkt>, now: Instant, packets: u32, first_id: u32) {
         for i in 0..packets {
-            p.enqueue(now, Pkt { size: 1200, end: i + 1 == packets, id: first_id + i });
+            p.enqueue(now, Pkt { size: 1200, end: i + 1 == packets, key: false, id: first_id + i });
+        }
+    }
+
+    fn keyframe(p: &mut Pacer<Pkt>, now: Instant, packets: u32, first_id: u32) {
+        for i in 0..packets {
+            p.enqueue(now, Pkt { size: 1200, end: i + 1 == packets, key: i == 0, id: first_id + i });
         }
     }
 
@@ -547,7 +689,7 @@ mod tests {
         // A mid-frame queue end never gets padding.
         let mut q = Pacer::new(500e3);
         q.start_sequence_at(0);
-        q.enqueue(t0, Pkt { size: 1200, end: false, id: 0 });
+        q.enqueue(t0, Pkt { size: 1200, end: false, key: false, id: 0 });
         q.start_probe(cluster);
         assert!(q.poll_release(t0).is_some());
         assert!(q.poll_release(t0 + Duration::from_millis(10)).is_none(), "inside a frame: no padding");
@@ -555,6 +697,62 @@ mod tests {
         assert_eq!(p.on_nack(t, [14], Duration::from_millis(10)), 1);
         let (r, _) = p.poll_release(t + Duration::from_millis(20)).unwrap();
         assert!(matches!(r, Release::Padding { seq: 14, size: 1000, probe: None }), "{r:?}");
+    }
+
+    #[test]
+    fn a_keyframe_supersedes_queued_frames_but_finishes_the_one_being_sent() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(1e6);
+        p.start_sequence_at(0);
+        frame(&mut p, t0, 4, 0);
+        frame(&mut p, t0, 4, 10);
+        frame(&mut p, t0, 4, 20);
+        // Two packets of the first frame leave.
+        assert!(p.poll_release(t0).is_some());
+        let _ = p.poll_release(t0);
+        let mut t = t0 + Duration::from_millis(10);
+        while p.queued_bytes() > 10 * 1200 {
+            let _ = p.poll_release(t);
+            t += Duration::from_millis(1);
+        }
+        keyframe(&mut p, t, 3, 100);
+        let out = drain(&mut p, &mut t, t0 + Duration::from_secs(1));
+        let ids: Vec<u32> = out
+            .iter()
+            .filter_map(|(_, r)| match r {
+                Release::Media { packet, .. } => Some(packet.id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ids, vec![2, 3, 100, 101, 102], "first frame finished, two frames superseded");
+        assert_eq!(p.stats().frames_superseded, 2);
+        let seqs: Vec<u16> = out.iter().map(|(_, r)| r.seq()).collect();
+        assert_eq!(seqs, vec![2, 3, 4, 5, 6], "no sequence gaps");
+        // NACKs for packets before the keyframe are pointless now.
+        assert_eq!(p.on_nack(t, [1, 3], Duration::from_millis(10)), 0);
+        assert_eq!(p.on_nack(t, [5], Duration::from_millis(10)), 1);
+    }
+
+    #[test]
+    fn under_loss_retransmissions_go_twice() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(1e6);
+        p.start_sequence_at(0);
+        p.set_redundant_retransmissions(true);
+        frame(&mut p, t0, 2, 0);
+        let mut t = t0;
+        drain(&mut p, &mut t, t0 + Duration::from_millis(50));
+        assert_eq!(p.on_nack(t, [1], Duration::from_millis(10)), 1);
+        let start = t;
+        let out = drain(&mut p, &mut t, start + Duration::from_millis(50));
+        let copies: Vec<Instant> = out
+            .iter()
+            .filter(|(_, r)| matches!(r, Release::Retransmission { seq: 1, .. }))
+            .map(|(at, _)| *at)
+            .collect();
+        assert_eq!(copies.len(), 2);
+        assert!(copies[1] - copies[0] >= REDUNDANT_RTX_DELAY);
+        assert_eq!((p.stats().retransmissions, p.stats().redundant_retransmissions), (1, 1));
     }
 
     #[test]

@@ -23,8 +23,15 @@ use std::time::{Duration, Instant};
 /// Share of the estimate given to the encoder (the rest covers RTP headers,
 /// RTCP and retransmissions).
 pub const ESTIMATE_MARGIN: f64 = 0.85;
-/// Where the encoder and each viewer's congestion controller start.
-pub const START_BPS: u32 = 2_000_000;
+/// Where each viewer's bandwidth estimator starts: low enough that the
+/// first keyframe does not overrun a 1 Mbit/s link, and the start-up probes
+/// (3× and 6×, then exponential) find a faster link within a few hundred
+/// milliseconds.
+pub const BWE_START_BPS: f64 = 1_000_000.0;
+/// The bandwidth estimator never goes below this.
+pub const BWE_MIN_BPS: f64 = 100_000.0;
+/// Where the encoder starts: its share of [`BWE_START_BPS`].
+pub const START_BPS: u32 = (BWE_START_BPS * ESTIMATE_MARGIN) as u32;
 /// The encoder never goes below this, whatever the estimates.
 pub const ABSOLUTE_MIN_BPS: u32 = 200_000;
 /// Minimum time between encoder bitrate changes.
@@ -63,7 +70,8 @@ pub struct RateController {
 impl RateController {
     /// Starts at [`START_BPS`] (within the range): a first keyframe blasted
     /// at a high rate into a slow link takes seconds to arrive and can
-    /// collapse the estimate; on a LAN GCC climbs from there within seconds.
+    /// collapse the estimate; on a LAN the estimator's probes climb from
+    /// there within a second.
     pub fn new(range: BitrateRange) -> Self {
         Self { range, current_bps: range.clamp(START_BPS), last_change: None }
     }
@@ -159,7 +167,7 @@ mod tests {
     fn preset_change_applies_at_once() {
         let t0 = Instant::now();
         let mut r = RateController::new(BitrateRange::new(1_000_000, 8_000_000));
-        assert_eq!(r.set_range(BitrateRange::new(300_000, 1_000_000), t0), Some(1_000_000));
-        assert_eq!(r.range().ceiling_bps, 1_000_000);
+        assert_eq!(r.set_range(BitrateRange::new(300_000, 600_000), t0), Some(600_000));
+        assert_eq!(r.range().ceiling_bps, 600_000);
     }
 }

@@ -11,12 +11,25 @@
 //! The `rtc` interceptors in `crate::interceptors` drive one of these per
 //! peer connection; the link simulation in the tests drives it directly.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::PacketReport;
 
 use crate::bwe::{Bwe, BweConfig, BweStats};
-use crate::pacer::{Paced, Pacer, PacerStats, Release};
+use crate::pacer::{Paced, Pacer, PacerStats, REDUNDANT_RTX_LOSS, REDUNDANT_RTX_LOSS_OFF, Release};
+
+/// A queue taking longer than this to drain is stale: the link got much
+/// slower than what was queued for it. A keyframe (which supersedes the
+/// queued frames in the pacer) is shorter than the backlog and the viewer is
+/// frozen anyway.
+pub const STALE_QUEUE: Duration = Duration::from_millis(600);
+/// At most one stale-queue keyframe request per this long.
+pub const STALE_QUEUE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long retransmissions are remembered, to keep them out of the loss
+/// statistics when their feedback arrives.
+const RTX_LOG_AGE: Duration = Duration::from_secs(3);
 
 /// A snapshot of a send side.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,6 +51,10 @@ pub struct SendStats {
 pub struct SendController<P> {
     bwe: Bwe,
     pacer: Pacer<P>,
+    /// (departure, sequence number) of recent retransmissions, in time order.
+    rtx_log: VecDeque<(Instant, u16)>,
+    keyframe_needed: bool,
+    last_stale_request: Option<Instant>,
 }
 
 impl<P: Paced> SendController<P> {
@@ -45,7 +62,7 @@ impl<P: Paced> SendController<P> {
     pub fn new(config: BweConfig) -> Self {
         let bwe = Bwe::new(config);
         let pacer = Pacer::new(bwe.target_bps());
-        Self { bwe, pacer }
+        Self { bwe, pacer, rtx_log: VecDeque::new(), keyframe_needed: false, last_stale_request: None }
     }
 
     /// The estimate, bps.
@@ -81,13 +98,41 @@ impl<P: Paced> SendController<P> {
 
     /// Feedback for a batch of sent packets, in send order.
     pub fn on_feedback(&mut self, now: Instant, reports: &[PacketReport]) {
-        self.bwe.on_feedback(now, reports);
+        let log = &self.rtx_log;
+        let is_retransmission = |r: &PacketReport| {
+            let from = log.partition_point(|(t, _)| *t < r.departure);
+            log.iter().skip(from).take_while(|(t, _)| *t == r.departure).any(|(_, s)| *s == r.rtp_sequence_number)
+        };
+        self.bwe.on_feedback(now, reports, is_retransmission);
         self.pacer.set_estimate(self.bwe.target_bps());
+        if let Some(loss) = self.bwe.loss() {
+            if loss >= REDUNDANT_RTX_LOSS {
+                self.pacer.set_redundant_retransmissions(true);
+            } else if loss < REDUNDANT_RTX_LOSS_OFF {
+                self.pacer.set_redundant_retransmissions(false);
+            }
+        }
+        if self.bwe.take_keyframe_needed() {
+            self.keyframe_needed = true;
+            self.pacer.expect_keyframe(now);
+        }
+        while self.rtx_log.front().is_some_and(|(t, _)| now.saturating_duration_since(*t) > RTX_LOG_AGE) {
+            self.rtx_log.pop_front();
+        }
+    }
+
+    /// Whether the viewer needs a keyframe the browser will not ask for in
+    /// time (media was lost in an outage, or the queue went stale). True
+    /// once per occasion.
+    pub fn take_keyframe_request(&mut self) -> bool {
+        std::mem::take(&mut self.keyframe_needed)
     }
 
     /// A NACK for these sequence numbers; returns how many were queued for retransmission.
     pub fn on_nack(&mut self, now: Instant, seqs: impl IntoIterator<Item = u16>) -> usize {
-        self.pacer.on_nack(now, seqs, self.bwe.rtt())
+        // The path's round trip without queues: a retransmission older than
+        // that has had its chance.
+        self.pacer.on_nack(now, seqs, self.bwe.min_rtt())
     }
 
     /// The next packet to send now, if any. Call until `None`.
@@ -101,8 +146,17 @@ impl<P: Paced> SendController<P> {
         let (release, finished) = self.pacer.poll_release(now)?;
         self.bwe.set_app_limited(self.pacer.app_limited());
         let size = match &release {
-            Release::Media { packet, .. } | Release::Retransmission { packet, .. } => packet.size(),
-            Release::Padding { size, .. } => *size,
+            Release::Media { packet, .. } => packet.size(),
+            Release::Retransmission { packet, seq } => {
+                self.rtx_log.push_back((now, *seq));
+                packet.size()
+            }
+            Release::Padding { size, probe, seq } => {
+                if probe.is_none() {
+                    self.rtx_log.push_back((now, *seq));
+                }
+                *size
+            }
         };
         self.bwe.on_packet_sent(now);
         if let Some(id) = probe {
@@ -119,6 +173,12 @@ impl<P: Paced> SendController<P> {
         if self.bwe.poll_timeout().is_some_and(|t| t <= now) {
             self.bwe.handle_timeout(now);
             self.pacer.set_estimate(self.bwe.target_bps());
+            if self.pacer.queue_delay() > STALE_QUEUE
+                && self.last_stale_request.is_none_or(|t| now.saturating_duration_since(t) >= STALE_QUEUE_INTERVAL)
+            {
+                self.last_stale_request = Some(now);
+                self.keyframe_needed = true;
+            }
         }
     }
 

@@ -59,6 +59,24 @@ impl AckedRate {
         self.last_sample_bps
     }
 
+    /// What to cut to on over-use: the lower of the average and the latest
+    /// sample. When the link just got slower the average still remembers the
+    /// old rate for a second; the latest busy period already shows the new one.
+    pub fn decrease_basis_bps(&self) -> Option<f64> {
+        match (self.estimate_bps, self.last_sample_bps) {
+            (Some(e), Some(l)) => Some(e.min(l)),
+            (e, l) => e.or(l),
+        }
+    }
+
+    /// A probe measured that the path delivered `bps`: a measurement as good
+    /// as a busy period's (better: the probe saturated the path on purpose).
+    /// A cut that follows a probe then starts from what the probe showed.
+    pub fn on_probe_result(&mut self, bps: f64) {
+        self.estimate_bps = Some(self.estimate_bps.map_or(bps, |e| e.max(bps)));
+        self.last_sample_bps = Some(bps);
+    }
+
     /// One arrived packet: its arrival on the receiver's clock and its size.
     /// Returns a new sample when one completed.
     pub fn on_packet(&mut self, arrival: Duration, size_bytes: usize) -> Option<f64> {

@@ -12,12 +12,13 @@
 //!   1.5 × the acknowledged rate + 10 kbps (an estimate the path has not
 //!   demonstrated is a guess), and not at all while the sender is
 //!   application-limited (nothing validates it then; probes do that).
-//! * **Multiplicative increase far from the last known capacity, additive
-//!   near it.** The acknowledged rates at which over-use happened give a
-//!   running mean and variance of the link capacity; within 3 σ of it the
-//!   rate grows by about one packet per response time (RTT + 100 ms), far
-//!   from it by 8 % per second. A rate more than 3 σ above the mean means the
-//!   link changed: the capacity estimate is dropped.
+//! * **Additive increase once the capacity is known, multiplicative
+//!   before.** The acknowledged rates at which over-use happened give a
+//!   running mean and variance of the link capacity; while there is one the
+//!   rate grows by about one packet per response time (RTT + 100 ms), without
+//!   one by 8 % per second. An acknowledged rate more than 3 σ above the
+//!   mean means the link got faster: the capacity estimate is dropped (and
+//!   the prober measures the new link, see `super::probe`).
 //!
 //! State machine (one per connection):
 //!
@@ -88,6 +89,9 @@ pub struct Aimd {
     last_decrease: Option<Instant>,
     /// Running mean and normalised variance of the capacity (acked rate at over-use).
     capacity: Option<(f64, f64)>,
+    /// The acknowledged rate left the capacity estimate behind (taken by
+    /// [`Aimd::take_capacity_grew`]).
+    capacity_grew: bool,
 }
 
 impl Aimd {
@@ -101,7 +105,14 @@ impl Aimd {
             last_update: None,
             last_decrease: None,
             capacity: None,
+            capacity_grew: false,
         }
+    }
+
+    /// Whether the delivered rate rose far above the last known capacity
+    /// since the last call (the link got faster: worth a probe).
+    pub fn take_capacity_grew(&mut self) -> bool {
+        std::mem::take(&mut self.capacity_grew)
     }
 
     /// The delay-based rate.
@@ -142,7 +153,18 @@ impl Aimd {
 
     /// One control step at `now`, with the detector's verdict, the acknowledged
     /// rate, the round-trip time and whether the sender is application-limited.
-    pub fn update(&mut self, now: Instant, usage: Usage, acked_bps: Option<f64>, rtt: Duration, app_limited: bool) {
+    /// `acked_bps` is the average acknowledged rate (for the increase cap and
+    /// the capacity), `decrease_bps` what to cut to 0.85 × of.
+    #[allow(clippy::too_many_arguments)]
+    pub fn update(
+        &mut self,
+        now: Instant,
+        usage: Usage,
+        acked_bps: Option<f64>,
+        decrease_bps: Option<f64>,
+        rtt: Duration,
+        app_limited: bool,
+    ) {
         let last = self.last_update.replace(now).unwrap_or(now);
         self.state = match (usage, self.state) {
             (Usage::Overusing, _) => RateState::Decrease,
@@ -162,9 +184,10 @@ impl Aimd {
                 {
                     // Far above the old capacity: the link changed.
                     self.capacity = None;
+                    self.capacity_grew = true;
                 }
                 let dt = now.saturating_duration_since(last).min(MAX_INCREASE_STEP).as_secs_f64();
-                let increase = if self.near_capacity(acked_bps) {
+                let increase = if self.near_capacity() {
                     let response = (rtt + RESPONSE_TIME_EXTRA).as_secs_f64();
                     (ADDITIVE_PACKET_BITS / response).max(MIN_ADDITIVE_BPS_PER_S) * dt
                 } else {
@@ -183,9 +206,9 @@ impl Aimd {
             RateState::Decrease => {
                 let may_cut = self.last_decrease.is_none_or(|t| now.saturating_duration_since(t) >= rtt);
                 if may_cut {
-                    let basis = acked_bps.unwrap_or(self.rate_bps);
+                    let basis = decrease_bps.or(acked_bps).unwrap_or(self.rate_bps);
                     let next = (BETA * basis).min(self.rate_bps);
-                    if let Some(acked) = acked_bps {
+                    if let Some(acked) = decrease_bps.or(acked_bps) {
                         self.update_capacity(acked);
                     }
                     self.rate_bps = next.clamp(self.min_bps, self.max_bps);
@@ -205,10 +228,10 @@ impl Aimd {
         self.capacity.map(|(mean, var)| (var * mean / 1e3).sqrt() * 1e3)
     }
 
-    fn near_capacity(&self, acked_bps: Option<f64>) -> bool {
-        let (Some(mean), Some(sigma)) = (self.capacity_bps(), self.capacity_sigma_bps()) else { return false };
-        let reference = acked_bps.unwrap_or(self.rate_bps);
-        (reference - mean).abs() <= CAPACITY_SIGMAS * sigma
+    /// Whether a capacity estimate exists (it is dropped when the delivered
+    /// rate rises 3 σ above it): then increases are additive.
+    fn near_capacity(&self) -> bool {
+        self.capacity.is_some()
     }
 
     fn update_capacity(&mut self, acked: f64) {
@@ -236,13 +259,13 @@ mod tests {
     fn cuts_at_most_once_per_rtt_to_085_of_acked() {
         let t0 = Instant::now();
         let mut a = Aimd::new(1e6, 50e3, 10e6);
-        a.update(t0, Usage::Overusing, Some(900e3), RTT, false);
+        a.update(t0, Usage::Overusing, Some(900e3), Some(900e3), RTT, false);
         assert!((a.rate_bps() - 765e3).abs() < 1.0, "{}", a.rate_bps());
         // Over-use reported again 50 ms later: within the RTT, no second cut.
-        a.update(t0 + Duration::from_millis(50), Usage::Overusing, Some(700e3), RTT, false);
+        a.update(t0 + Duration::from_millis(50), Usage::Overusing, Some(700e3), Some(700e3), RTT, false);
         assert!((a.rate_bps() - 765e3).abs() < 1.0);
         // A round trip later it may cut again.
-        a.update(t0 + Duration::from_millis(150), Usage::Overusing, Some(700e3), RTT, false);
+        a.update(t0 + Duration::from_millis(150), Usage::Overusing, Some(700e3), Some(700e3), RTT, false);
         assert!((a.rate_bps() - 595e3).abs() < 1.0, "{}", a.rate_bps());
     }
 
@@ -250,7 +273,7 @@ mod tests {
     fn a_cut_never_raises_the_rate() {
         let t0 = Instant::now();
         let mut a = Aimd::new(500e3, 50e3, 10e6);
-        a.update(t0, Usage::Overusing, Some(2e6), RTT, false);
+        a.update(t0, Usage::Overusing, Some(2e6), Some(2e6), RTT, false);
         assert_eq!(a.rate_bps(), 500e3);
     }
 
@@ -261,13 +284,13 @@ mod tests {
         let mut t = t0;
         for _ in 0..200 {
             t += Duration::from_millis(100);
-            a.update(t, Usage::Normal, Some(400e3), RTT, false);
+            a.update(t, Usage::Normal, Some(400e3), Some(400e3), RTT, false);
         }
         assert!(a.rate_bps() <= 1e6 + 1.0, "no increase above 1.5 × acked: {}", a.rate_bps());
         let mut b = Aimd::new(1e6, 50e3, 10e6);
         for _ in 0..20 {
             t += Duration::from_millis(100);
-            b.update(t, Usage::Normal, Some(1e6), RTT, true);
+            b.update(t, Usage::Normal, Some(1e6), Some(1e6), RTT, true);
         }
         assert_eq!(b.rate_bps(), 1e6, "application-limited: hold");
     }
@@ -279,17 +302,17 @@ mod tests {
         let mut t = t0;
         for _ in 0..10 {
             t += Duration::from_millis(100);
-            a.update(t, Usage::Normal, Some(1e6), RTT, false);
+            a.update(t, Usage::Normal, Some(1e6), Some(1e6), RTT, false);
         }
         // ≈ 8 % in one second.
         assert!((1.07e6..1.09e6).contains(&a.rate_bps()), "{}", a.rate_bps());
         // Over-use at 1 Mbps teaches the capacity; then growth is additive.
         t += Duration::from_millis(100);
-        a.update(t, Usage::Overusing, Some(1e6), RTT, false);
+        a.update(t, Usage::Overusing, Some(1e6), Some(1e6), RTT, false);
         let after_cut = a.rate_bps();
         for _ in 0..10 {
             t += Duration::from_millis(100);
-            a.update(t, Usage::Normal, Some(1e6), RTT, false);
+            a.update(t, Usage::Normal, Some(1e6), Some(1e6), RTT, false);
         }
         let grown = a.rate_bps() - after_cut;
         // One 1200-byte packet per 200 ms response time ≈ 48 kbps in a second.

@@ -18,7 +18,11 @@
 //! Loss is counted over windows of at least [`WINDOW_PACKETS`] packets and
 //! [`WINDOW_MIN`] (or [`WINDOW_MAX`], whichever comes first, with at least
 //! [`WINDOW_MIN_PACKETS`]): with fewer packets 5 % random loss reads as
-//! 10 % too often. Packets lost while no feedback came back at all (an
+//! 10 % too often. Massive loss ([`MASSIVE_LOSS`]) is judged as soon as
+//! [`MASSIVE_LOSS_PACKETS`] show it. Retransmissions are not counted (as in
+//! receiver reports, which count sequence numbers): a duplicate copy that
+//! the browser's SRTP replay check discards reads as lost in transport
+//! feedback. Packets lost while no feedback came back at all (an
 //! outage, see [`super::Bwe`]) are not counted: a dead link is not a
 //! congested one.
 
@@ -42,6 +46,30 @@ pub const WINDOW_MIN: Duration = Duration::from_secs(1);
 pub const WINDOW_MAX: Duration = Duration::from_secs(3);
 /// Fewest packets a window must hold to count.
 pub const WINDOW_MIN_PACKETS: u32 = 20;
+
+/// A window this lossy is judged early, once it holds
+/// [`MASSIVE_LOSS_PACKETS`]: the link just got much slower (or a burst of
+/// cross traffic arrived) and waiting a second costs a freeze. Random loss of
+/// a few per cent never reaches 30 % over 50 packets. The bound is then
+/// also capped at the rate the receiver last saw delivered.
+pub const MASSIVE_LOSS: f64 = 0.3;
+/// See [`MASSIVE_LOSS`].
+pub const MASSIVE_LOSS_PACKETS: u32 = 50;
+
+/// One feedback's worth of input.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossReport {
+    /// Packets reported received.
+    pub received: u32,
+    /// Packets reported lost (retransmissions and outage losses left out).
+    pub lost: u32,
+    /// The estimate in force, bps.
+    pub rate_bps: f64,
+    /// The delay-based rate, above which the bound is pointless.
+    pub delay_bps: f64,
+    /// The latest delivered-rate sample (caps the bound under massive loss).
+    pub delivered_bps: Option<f64>,
+}
 
 /// Loss-based bound on the estimate.
 #[derive(Debug, Clone, Default)]
@@ -81,22 +109,17 @@ impl LossControl {
     /// Counts packets reported in one feedback; evaluates the window when it
     /// is complete. `rate_bps` is the estimate in force, `delay_bps` the
     /// delay-based rate (above which the bound is pointless).
-    pub fn on_feedback(
-        &mut self,
-        now: Instant,
-        received: u32,
-        lost: u32,
-        rate_bps: f64,
-        delay_bps: f64,
-        rtt: Duration,
-    ) {
+    pub fn on_feedback(&mut self, now: Instant, report: LossReport, rtt: Duration) {
+        let LossReport { received, lost, rate_bps, delay_bps, delivered_bps } = report;
         let start = *self.window_start.get_or_insert(now);
         self.received += received;
         self.lost += lost;
         let total = self.received + self.lost;
         let age = now.saturating_duration_since(start);
-        let complete =
-            (total >= WINDOW_PACKETS && age >= WINDOW_MIN) || (age >= WINDOW_MAX && total >= WINDOW_MIN_PACKETS);
+        let massive = total >= MASSIVE_LOSS_PACKETS && f64::from(self.lost) >= MASSIVE_LOSS * f64::from(total);
+        let complete = massive
+            || (total >= WINDOW_PACKETS && age >= WINDOW_MIN)
+            || (age >= WINDOW_MAX && total >= WINDOW_MIN_PACKETS);
         if !complete {
             if age >= WINDOW_MAX {
                 // Too few packets to judge: start over.
@@ -115,7 +138,13 @@ impl LossControl {
         if loss >= HIGH_LOSS {
             if self.last_cut.is_none_or(|t| now.saturating_duration_since(t) >= rtt + CUT_INTERVAL) {
                 let base = self.bound_bps.map_or(rate_bps, |b| b.min(rate_bps));
-                self.bound_bps = Some(base * (1.0 - loss / 2.0));
+                let mut bound = base * (1.0 - loss / 2.0);
+                if massive && let Some(delivered) = delivered_bps {
+                    // Most packets are lost: the link delivers about what
+                    // arrived, whatever we send.
+                    bound = bound.min(delivered);
+                }
+                self.bound_bps = Some(bound);
                 self.last_cut = Some(now);
             }
         } else if let Some(bound) = self.bound_bps {
@@ -132,6 +161,10 @@ mod tests {
 
     const RTT: Duration = Duration::from_millis(100);
 
+    fn report(received: u32, lost: u32, rate_bps: f64) -> LossReport {
+        LossReport { received, lost, rate_bps, delay_bps: rate_bps, delivered_bps: None }
+    }
+
     /// Feeds `seconds` of 10 feedbacks/s with `per` packets each, losing `loss`.
     fn feed(l: &mut LossControl, t: &mut Instant, seconds: u32, per: u32, loss: f64, rate: f64) {
         let mut owed = 0.0;
@@ -140,7 +173,7 @@ mod tests {
             owed += f64::from(per) * loss;
             let lost = owed.floor() as u32;
             owed -= f64::from(lost);
-            l.on_feedback(*t, per - lost, lost, rate, rate, RTT);
+            l.on_feedback(*t, report(per - lost, lost, rate), RTT);
         }
     }
 
@@ -168,13 +201,22 @@ mod tests {
     }
 
     #[test]
+    fn massive_loss_is_judged_within_fifty_packets() {
+        let mut t = Instant::now();
+        let mut l = LossControl::new();
+        t += Duration::from_millis(50);
+        l.on_feedback(t, report(30, 30, 2e6), RTT);
+        assert_eq!(l.bound_bps(), Some(2e6 * 0.75));
+    }
+
+    #[test]
     fn tiny_windows_are_not_judged() {
         let mut t = Instant::now();
         let mut l = LossControl::new();
         // 1 packet per second, all lost: never ≥ 20 packets in a window.
         for _ in 0..20 {
             t += Duration::from_secs(1);
-            l.on_feedback(t, 0, 1, 1e6, 1e6, RTT);
+            l.on_feedback(t, report(0, 1, 1e6), RTT);
         }
         assert_eq!(l.bound_bps(), None);
     }

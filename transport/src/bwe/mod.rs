@@ -71,6 +71,8 @@ pub const OUTAGE_AFTER: Duration = Duration::from_secs(1);
 pub const DEFAULT_RTT: Duration = Duration::from_millis(200);
 /// Round-trip samples are smoothed with this weight for the newest.
 pub const RTT_ALPHA: f64 = 0.125;
+/// Window of the minimum round-trip time.
+pub const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
 /// How often the estimator wants a tick while active (probe scheduling,
 /// outage detection).
 pub const TICK: Duration = Duration::from_millis(100);
@@ -139,6 +141,7 @@ pub struct Bwe {
     probes: ProbeController,
     meter: ProbeMeter,
     rtt: Option<Duration>,
+    rtt_min: std::collections::VecDeque<(Instant, Duration)>,
     app_limited: bool,
     last_feedback: Option<Instant>,
     last_sent: Option<Instant>,
@@ -149,6 +152,7 @@ pub struct Bwe {
     last_tick: Option<Instant>,
     probes_measured: u64,
     results: Vec<(u32, Option<f64>)>,
+    keyframe_needed: bool,
 }
 
 impl Bwe {
@@ -166,6 +170,7 @@ impl Bwe {
             probes: ProbeController::new(max),
             meter: ProbeMeter::new(),
             rtt: None,
+            rtt_min: std::collections::VecDeque::new(),
             app_limited: false,
             last_feedback: None,
             last_sent: None,
@@ -174,6 +179,7 @@ impl Bwe {
             last_tick: None,
             probes_measured: 0,
             results: Vec::new(),
+            keyframe_needed: false,
         }
     }
 
@@ -202,9 +208,26 @@ impl Bwe {
         self.rtt.unwrap_or(DEFAULT_RTT)
     }
 
+    /// The smallest round-trip sample of the last [`MIN_RTT_WINDOW`]: the
+    /// path's delay without our own queues (or [`DEFAULT_RTT`]).
+    pub fn min_rtt(&self) -> Duration {
+        self.rtt_min.front().map_or(DEFAULT_RTT, |(_, r)| *r)
+    }
+
     /// Whether no feedback has come back for [`OUTAGE_AFTER`] while sending.
     pub fn in_outage(&self) -> bool {
         self.outage_since.is_some()
+    }
+
+    /// Whether feedback came back after an outage that lost media (taken:
+    /// true once per outage). The viewer needs a keyframe.
+    pub fn take_keyframe_needed(&mut self) -> bool {
+        std::mem::take(&mut self.keyframe_needed)
+    }
+
+    /// Loss fraction of the last complete loss window.
+    pub fn loss(&self) -> Option<f64> {
+        self.loss.loss()
     }
 
     /// The pacer's verdict on whether the sender is application-limited.
@@ -215,6 +238,8 @@ impl Bwe {
     /// A packet left (any kind), for outage detection.
     pub fn on_packet_sent(&mut self, now: Instant) {
         self.last_sent = Some(now);
+        // Ticks run from the first packet on.
+        self.last_tick.get_or_insert(now);
         if self.last_feedback.is_none() {
             // Outage detection counts from the first packet, not from creation.
             self.last_feedback = Some(now);
@@ -241,11 +266,20 @@ impl Bwe {
 
     /// Feedback for a batch of packets, in send order (from
     /// `rtc::interceptor::History`), received at `now`.
-    pub fn on_feedback(&mut self, now: Instant, reports: &[PacketReport]) {
+    ///
+    /// `is_retransmission` tells retransmissions apart: they count for
+    /// delay, rate and probes but not for loss.
+    pub fn on_feedback(
+        &mut self,
+        now: Instant,
+        reports: &[PacketReport],
+        is_retransmission: impl Fn(&PacketReport) -> bool,
+    ) {
         if reports.is_empty() {
             return;
         }
-        if self.outage_since.take().is_some() {
+        let was_outage = self.outage_since.take().is_some();
+        if was_outage {
             self.detector.reset();
         }
         self.last_feedback = Some(now);
@@ -256,8 +290,17 @@ impl Bwe {
                 None => sample,
                 Some(rtt) => rtt.mul_f64(1.0 - RTT_ALPHA) + sample.mul_f64(RTT_ALPHA),
             });
+            // Windowed minimum: drop samples that are older than the window
+            // or not smaller than the new one.
+            while self.rtt_min.front().is_some_and(|(t, _)| now.saturating_duration_since(*t) > MIN_RTT_WINDOW) {
+                self.rtt_min.pop_front();
+            }
+            while self.rtt_min.back().is_some_and(|(_, r)| *r >= sample) {
+                self.rtt_min.pop_back();
+            }
+            self.rtt_min.push_back((now, sample));
         }
-        let (mut received, mut lost) = (0u32, 0u32);
+        let (mut received, mut lost, mut lost_in_outage) = (0u32, 0u32, 0u32);
         let mut results = std::mem::take(&mut self.results);
         results.clear();
         for r in reports {
@@ -270,14 +313,43 @@ impl Bwe {
                     self.acked.on_packet(arrival, r.size);
                 }
             } else if cutoff.is_none_or(|c| r.departure < c) {
-                lost += 1;
+                if !is_retransmission(r) {
+                    lost += 1;
+                }
+            } else {
+                lost_in_outage += 1;
             }
+        }
+        if was_outage && lost_in_outage > 0 {
+            // The viewer's decoder lost its reference chain; browsers wait
+            // seconds before asking for a keyframe after a long gap.
+            self.keyframe_needed = true;
         }
         self.meter.expire(now, &mut results);
         let rtt = self.rtt();
         let target = self.target_bps();
-        self.loss.on_feedback(now, received, lost, target, self.aimd.rate_bps(), rtt);
-        self.aimd.update(now, self.detector.usage(), self.acked.bps(), rtt, self.app_limited);
+        self.loss.on_feedback(
+            now,
+            loss::LossReport {
+                received,
+                lost,
+                rate_bps: target,
+                delay_bps: self.aimd.rate_bps(),
+                delivered_bps: self.acked.last_sample_bps(),
+            },
+            rtt,
+        );
+        self.aimd.update(
+            now,
+            self.detector.usage(),
+            self.acked.bps(),
+            self.acked.decrease_basis_bps(),
+            rtt,
+            self.app_limited,
+        );
+        if self.aimd.take_capacity_grew() {
+            self.probes.on_capacity_grew(now, self.aimd.rate_bps());
+        }
         for (id, result) in results.drain(..) {
             match result {
                 Some(bps) => {
@@ -285,6 +357,7 @@ impl Bwe {
                     let kind = self.probes.on_result(id, bps);
                     if kind.is_some() && bps > self.aimd.rate_bps() && self.detector.usage() != Usage::Overusing {
                         self.aimd.set_rate(bps, now);
+                        self.acked.on_probe_result(bps);
                         if kind != Some(ProbeKind::Exponential) || self.loss.loss().is_none_or(|l| l < loss::HIGH_LOSS)
                         {
                             self.loss.lift_to(bps);
@@ -322,8 +395,9 @@ impl Bwe {
     /// When the estimator next wants [`Bwe::handle_timeout`].
     pub fn poll_timeout(&self) -> Option<Instant> {
         let sent = self.last_sent?;
-        let base = self.last_tick.unwrap_or(sent);
-        (base.saturating_duration_since(sent) < IDLE_AFTER).then(|| base + TICK)
+        let tick = self.last_tick.unwrap_or(sent);
+        // Idle for long: no ticks until the next packet.
+        (tick.saturating_duration_since(sent) < IDLE_AFTER).then(|| tick + TICK)
     }
 
     /// The phase of the state machine.
@@ -394,7 +468,7 @@ mod tests {
                 id += 1;
             }
             if ms % 100 == 99 {
-                b.on_feedback(t0 + Duration::from_millis(ms + 50), &batch);
+                b.on_feedback(t0 + Duration::from_millis(ms + 50), &batch, |_| false);
                 batch.clear();
                 b.handle_timeout(t0 + Duration::from_millis(ms + 50));
             }
@@ -422,8 +496,10 @@ mod tests {
                 id += 1;
             }
         }
-        b.on_feedback(t0 + Duration::from_millis(4150), &batch);
+        b.on_feedback(t0 + Duration::from_millis(4150), &batch, |_| false);
         assert_ne!(b.phase(), Phase::Outage);
+        assert!(b.take_keyframe_needed(), "media was lost in the outage");
+        assert!(!b.take_keyframe_needed(), "once");
         assert_eq!(b.stats().loss_bound_bps, None, "outage losses set no loss bound");
         assert!(b.target_bps() >= before * 0.99);
     }

@@ -26,6 +26,10 @@
 //!   cluster at [`ALR_PROBE_FACTOR`] × the estimate, so a static screen keeps
 //!   a validated estimate (no increase happens in ALR otherwise) and a
 //!   sudden full-screen change can use the link at once.
+//! * **When the link grew**: the acknowledged rate rose more than 3 σ above
+//!   the capacity the rate controller had learnt (see `super::aimd`): one
+//!   exponential probe at [`EXPONENTIAL_FACTOR`] × the estimate, at most every
+//!   [`GROWTH_PROBE_INTERVAL`].
 //! * **After a large drop**: when the estimate fell below
 //!   [`LARGE_DROP_RATIO`] × what it was (an outage's loss, a burst of cross
 //!   traffic), one cluster at [`RECOVERY_PROBE_FACTOR`] × the old estimate
@@ -54,6 +58,8 @@ pub const LARGE_DROP_RATIO: f64 = 0.66;
 pub const RECOVERY_PROBE_FACTOR: f64 = 0.85;
 /// How long after a large drop a recovery probe is still worth sending.
 pub const RECOVERY_WINDOW: Duration = Duration::from_secs(5);
+/// Probes after the link was seen to grow at most this often.
+pub const GROWTH_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// Results for clusters whose feedback has not arrived after this are dropped.
 pub const RESULT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Fewest received packets (share of those sent) for a valid result.
@@ -111,6 +117,7 @@ pub struct ProbeController {
     recent_high: Option<(f64, Instant)>,
     /// A large drop waiting for its recovery probe: (estimate before, when).
     drop: Option<(f64, Instant)>,
+    last_growth_probe: Option<Instant>,
 }
 
 impl ProbeController {
@@ -125,6 +132,7 @@ impl ProbeController {
             last_probe: None,
             recent_high: None,
             drop: None,
+            last_growth_probe: None,
         }
     }
 
@@ -197,6 +205,20 @@ impl ProbeController {
         {
             self.queue(estimate_bps * ALR_PROBE_FACTOR, ProbeKind::Alr);
         }
+    }
+
+    /// The delivered rate rose far above the last known capacity: the link
+    /// got faster. Probe at [`EXPONENTIAL_FACTOR`] × the estimate instead of
+    /// creeping up 8 % per second (at most once per [`GROWTH_PROBE_INTERVAL`]).
+    pub fn on_capacity_grew(&mut self, now: Instant, estimate_bps: f64) {
+        if self.busy()
+            || estimate_bps >= self.max_bps
+            || self.last_growth_probe.is_some_and(|t| now.saturating_duration_since(t) < GROWTH_PROBE_INTERVAL)
+        {
+            return;
+        }
+        self.last_growth_probe = Some(now);
+        self.queue(estimate_bps * EXPONENTIAL_FACTOR, ProbeKind::Exponential);
     }
 
     /// A cluster's measured result. Returns the kind of probe it was.
