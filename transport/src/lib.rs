@@ -43,12 +43,13 @@ mod peer;
 pub mod rate;
 pub mod secret;
 pub mod sender;
+mod sendside;
 mod server;
 pub mod share;
 pub mod viewer;
 
 pub use error::{Result, TransportError};
-pub use rate::BitrateRange;
+pub use rate::{BitrateRange, SendBacklog};
 pub use secret::Secret;
 pub use share::{EncoderRequest, Share, ShareConfig, ShareStats, detect_lan_ip};
 pub use viewer::{ViewerSnapshot, ViewerState};

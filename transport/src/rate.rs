@@ -17,7 +17,16 @@
 //! Changes are applied when they move the target by more than 10 % (or reach
 //! a bound), at most every 250 ms, so the encoder is not reconfigured on
 //! every report.
+//!
+//! The same policy combines the viewers' **send queues** into the one
+//! backlog the encoder's frame dropper watches
+//! ([`RateController::governing_backlog`]): the longest queue among the
+//! viewers whose estimate sets the rate. A viewer left below the floor does
+//! not make the encoder skip frames for everyone; its own frames are dropped
+//! before packetization instead (see `crate::share`).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Share of the estimate given to the encoder (the rest covers RTP headers,
@@ -59,6 +68,23 @@ impl BitrateRange {
     }
 }
 
+/// The combined send backlog, published by the share for the encoder's
+/// frame dropper. Cloning shares the value.
+#[derive(Debug, Clone, Default)]
+pub struct SendBacklog(Arc<AtomicU64>);
+
+impl SendBacklog {
+    /// The backlog now.
+    pub fn get(&self) -> Duration {
+        Duration::from_micros(self.0.load(Ordering::Relaxed))
+    }
+
+    /// Publishes a new value.
+    pub fn set(&self, backlog: Duration) {
+        self.0.store(backlog.as_micros().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+    }
+}
+
 /// Decides the encoder bitrate from the viewers' estimates.
 #[derive(Debug, Clone)]
 pub struct RateController {
@@ -91,6 +117,25 @@ impl RateController {
         self.range = range;
         let target = range.clamp(self.current_bps);
         self.change(target, now, true)
+    }
+
+    /// The send backlog the encoder should respect: the longest queue among
+    /// the viewers the rate follows (all of them when every estimate is at
+    /// or above the floor; those at or above it when some are below; the
+    /// best one when all are below). `viewers` yields (estimate bps, queue).
+    pub fn governing_backlog(&self, viewers: impl IntoIterator<Item = (f64, Duration)>) -> Duration {
+        let viewers: Vec<(f64, Duration)> = viewers
+            .into_iter()
+            .filter(|(e, _)| e.is_finite() && *e > 0.0)
+            .map(|(e, q)| (e * ESTIMATE_MARGIN, q))
+            .collect();
+        let floor = f64::from(self.range.floor_bps);
+        let any_above = viewers.iter().any(|(e, _)| *e >= floor);
+        if any_above {
+            viewers.iter().filter(|(e, _)| *e >= floor).map(|(_, q)| *q).max().unwrap_or_default()
+        } else {
+            viewers.iter().max_by(|a, b| a.0.total_cmp(&b.0)).map(|(_, q)| *q).unwrap_or_default()
+        }
     }
 
     /// Feeds the current estimates (bps) of all connected viewers. Returns a
@@ -161,6 +206,23 @@ mod tests {
         assert_eq!(r.update([2e6], t0 + Duration::from_millis(100)), None, "too soon after the last change");
         assert_eq!(r.update([2e6], t0 + Duration::from_millis(300)), Some(1_700_000));
         assert_eq!(r.update([f64::NAN, -1.0], t0 + Duration::from_secs(9)), None);
+    }
+
+    #[test]
+    fn backlog_follows_the_viewers_the_rate_follows() {
+        let r = RateController::new(BitrateRange::new(500_000, 4_000_000));
+        let ms = Duration::from_millis;
+        // Everyone above the floor: the longest queue.
+        assert_eq!(r.governing_backlog([(2e6, ms(50)), (1e6, ms(200))]), ms(200));
+        // A viewer below the floor does not hold the encoder back.
+        assert_eq!(r.governing_backlog([(2e6, ms(50)), (0.3e6, ms(900))]), ms(50));
+        // Everyone below: the best viewer (the one followed).
+        assert_eq!(r.governing_backlog([(0.2e6, ms(800)), (0.4e6, ms(100))]), ms(100));
+        assert_eq!(r.governing_backlog([]), Duration::ZERO);
+        let b = SendBacklog::default();
+        let c = b.clone();
+        b.set(ms(120));
+        assert_eq!(c.get(), ms(120));
     }
 
     #[test]
