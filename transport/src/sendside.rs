@@ -629,14 +629,13 @@ mod tests {
     #[test]
     fn padding_packets_serialise_and_parse_back_as_padding() {
         use rtc::shared::marshal::{Marshal, Unmarshal};
-        let side = SharedSendSide::new(
-            BweConfig { start_bps: 1e6, min_bps: 1e5, max_bps: 1e7 },
-            Arc::new(ViewerStats::new()),
-        );
+        let side =
+            SharedSendSide::new(BweConfig { start_bps: 1e6, min_bps: 1e5, max_bps: 1e7 }, Arc::new(ViewerStats::new()));
         let mut pacer = PeepPacer::new(side);
         pacer.stream = Some(LocalStream { ssrc: 7, codec: Codec::H264, filler_id: Some(14) });
         // A media header as the chain leaves it: one extension set the usual way.
-        let mut header = rtp::header::Header { version: 2, ssrc: 7, payload_type: 102, timestamp: 90_000, ..Default::default() };
+        let mut header =
+            rtp::header::Header { version: 2, ssrc: 7, payload_type: 102, timestamp: 90_000, ..Default::default() };
         header.set_extension(5, Bytes::from_static(&[0, 0, 0x14])).unwrap();
         pacer.last_media = Some((header, rtc::shared::TransportContext::default()));
         let msg = pacer.padding(Instant::now(), 1234, 1000).expect("a padding packet");
