@@ -61,8 +61,13 @@ impl Session {
     ) -> Result<Self> {
         // Live viewers: trade frame rate for bitrate when the link is slow.
         let start_bps = share.bitrate.clamp(peep_transport::rate::START_BPS);
-        let pipeline = PipelineConfig { governor_start_bps: Some(start_bps), ..pipeline };
         let share = Arc::new(Share::start(share).context("starting the share server")?);
+        // The frame dropper skips frames while the viewers' send queues are long.
+        let pipeline = PipelineConfig {
+            governor_start_bps: Some(start_bps),
+            send_backlog: Some(share.send_backlog()),
+            ..pipeline
+        };
         let mut pipeline = Pipeline::start(backend, encoder, pipeline)?;
         pipeline.set_paused(true);
         let (pipeline_stats, capture_stats) = (pipeline.stats.clone(), pipeline.capture_stats.clone());
