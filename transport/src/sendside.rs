@@ -250,19 +250,69 @@ impl SendSide {
     }
 }
 
+/// Diagnostics: with `PEEP_FEEDBACK_TRACE=<path prefix>` set, each viewer's
+/// resolved feedback is appended to `<prefix>.<n>.trace`, one packet per
+/// line: `feedback_us departure_us arrival_us|- size_bytes rtp_seq`, the
+/// first two on our clock, the third on the receiver's, each relative to
+/// its first value. `transport/tests/feedback_replay.rs` replays such traces.
+pub const FEEDBACK_TRACE_ENV: &str = "PEEP_FEEDBACK_TRACE";
+
+struct FeedbackTrace {
+    out: std::io::BufWriter<std::fs::File>,
+    origin: Option<(Instant, Duration)>,
+}
+
+impl FeedbackTrace {
+    fn open() -> Option<Self> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let prefix = std::env::var_os(FEEDBACK_TRACE_ENV)?;
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = format!("{}.{n}.trace", prefix.to_string_lossy());
+        match std::fs::File::create(&path) {
+            Ok(f) => Some(Self { out: std::io::BufWriter::new(f), origin: None }),
+            Err(e) => {
+                tracing::warn!("{FEEDBACK_TRACE_ENV}: cannot create {path}: {e}");
+                None
+            }
+        }
+    }
+
+    fn write(&mut self, now: Instant, reports: &[PacketReport]) {
+        use std::io::Write;
+        let Some(first) = reports.first() else { return };
+        let (t0, a0) =
+            *self.origin.get_or_insert((first.departure, reports.iter().find_map(|r| r.arrival).unwrap_or_default()));
+        let us = |t: Instant| t.saturating_duration_since(t0).as_micros();
+        for r in reports {
+            let arrival = match (r.arrived, r.arrival) {
+                (true, Some(a)) => a.saturating_sub(a0).as_micros().to_string(),
+                _ => "-".to_owned(),
+            };
+            // Diagnostics only: a full disk ends the trace, not the share.
+            let _ =
+                writeln!(self.out, "{} {} {arrival} {} {}", us(now), us(r.departure), r.size, r.rtp_sequence_number);
+        }
+        let _ = self.out.flush();
+    }
+}
+
 /// The estimator adapter for `rtc`'s congestion-control interceptor.
 pub(crate) struct PeepEstimator {
     side: SharedSendSide,
+    trace: Option<FeedbackTrace>,
 }
 
 impl PeepEstimator {
     pub fn new(side: SharedSendSide) -> Self {
-        Self { side }
+        Self { side, trace: FeedbackTrace::open() }
     }
 }
 
 impl BandwidthEstimator for PeepEstimator {
     fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+        if let Some(trace) = &mut self.trace {
+            trace.write(now, reports);
+        }
         let mut side = self.side.lock();
         side.controller.on_feedback(now, reports);
         side.publish();

@@ -56,6 +56,14 @@ pub const RESPONSE_TIME_EXTRA: Duration = Duration::from_millis(100);
 pub const MIN_ADDITIVE_BPS_PER_S: f64 = 4_000.0;
 /// Weight of a new capacity sample in the running mean.
 pub const CAPACITY_ALPHA: f64 = 0.05;
+/// The acknowledged rate must exceed the known capacity by this factor to
+/// count as growth worth a probe (bursts through a shaper's token bucket
+/// inflate single samples by more than 3 σ).
+pub const GROWTH_RATIO: f64 = 1.5;
+/// A cut this soon after a probe raised the rate goes back to (at most)
+/// the rate before the probe: the over-use says the probe overstated the
+/// link (a shaper's token bucket lets a short probe through at line rate).
+pub const PROBE_VALIDATION: Duration = Duration::from_secs(2);
 /// Bounds of the capacity's normalised variance (kbps): σ never shrinks
 /// below ≈ 2 % of a 1 Mbps capacity, nor grows past ≈ 5 %.
 pub const CAPACITY_MIN_VARIANCE: f64 = 0.4;
@@ -92,6 +100,10 @@ pub struct Aimd {
     /// The acknowledged rate left the capacity estimate behind (taken by
     /// [`Aimd::take_capacity_grew`]).
     capacity_grew: bool,
+    /// The capacity last dropped for being exceeded, until the growth is confirmed.
+    growth_reference: Option<f64>,
+    /// The rate before the last probe raised it, and when.
+    before_probe: Option<(f64, Instant)>,
 }
 
 impl Aimd {
@@ -106,6 +118,8 @@ impl Aimd {
             last_decrease: None,
             capacity: None,
             capacity_grew: false,
+            growth_reference: None,
+            before_probe: None,
         }
     }
 
@@ -133,6 +147,13 @@ impl Aimd {
     /// The capacity estimate's mean, if there is one.
     pub fn capacity_bps(&self) -> Option<f64> {
         self.capacity.map(|(m, _)| m)
+    }
+
+    /// Raises the rate to what a probe measured; a cut within
+    /// [`PROBE_VALIDATION`] reverts to the rate before it.
+    pub fn set_probe_rate(&mut self, bps: f64, now: Instant) {
+        self.before_probe = Some((self.before_probe.map_or(self.rate_bps, |(r, _)| r), now));
+        self.set_rate(bps, now);
     }
 
     /// Sets the rate outright (a probe measured more; the bounds changed).
@@ -184,7 +205,14 @@ impl Aimd {
                 {
                     // Far above the old capacity: the link changed.
                     self.capacity = None;
+                    self.growth_reference = Some(mean);
+                }
+                if let (Some(acked), Some(reference)) = (acked_bps, self.growth_reference)
+                    && acked > GROWTH_RATIO * reference
+                {
+                    // Well above it: worth a probe.
                     self.capacity_grew = true;
+                    self.growth_reference = None;
                 }
                 let dt = now.saturating_duration_since(last).min(MAX_INCREASE_STEP).as_secs_f64();
                 let increase = if self.near_capacity() {
@@ -207,10 +235,16 @@ impl Aimd {
                 let may_cut = self.last_decrease.is_none_or(|t| now.saturating_duration_since(t) >= rtt);
                 if may_cut {
                     let basis = decrease_bps.or(acked_bps).unwrap_or(self.rate_bps);
-                    let next = (BETA * basis).min(self.rate_bps);
+                    let mut next = (BETA * basis).min(self.rate_bps);
+                    if let Some((before, at)) = self.before_probe.take()
+                        && now.saturating_duration_since(at) < PROBE_VALIDATION
+                    {
+                        next = next.min(before);
+                    }
                     if let Some(acked) = decrease_bps.or(acked_bps) {
                         self.update_capacity(acked);
                     }
+                    self.growth_reference = None;
                     self.rate_bps = next.clamp(self.min_bps, self.max_bps);
                     self.last_decrease = Some(now);
                 }
@@ -267,6 +301,20 @@ mod tests {
         // A round trip later it may cut again.
         a.update(t0 + Duration::from_millis(150), Usage::Overusing, Some(700e3), Some(700e3), RTT, false);
         assert!((a.rate_bps() - 595e3).abs() < 1.0, "{}", a.rate_bps());
+    }
+
+    #[test]
+    fn over_use_right_after_a_probe_reverts_to_the_rate_before_it() {
+        let t0 = Instant::now();
+        let mut a = Aimd::new(1e6, 50e3, 10e6);
+        a.set_probe_rate(2.4e6, t0);
+        // The probe's burst inflated the delivered rate too.
+        a.update(t0 + Duration::from_millis(800), Usage::Overusing, Some(2.2e6), Some(2.2e6), RTT, false);
+        assert_eq!(a.rate_bps(), 1e6);
+        // Later over-use cuts from what was delivered, as usual.
+        a.set_probe_rate(2e6, t0);
+        a.update(t0 + Duration::from_secs(3), Usage::Overusing, Some(1.8e6), Some(1.8e6), RTT, false);
+        assert!((a.rate_bps() - 1.53e6).abs() < 1.0);
     }
 
     #[test]

@@ -44,7 +44,10 @@
 //! Inside Normal the delay-based rate follows [`aimd`]'s Increase/Hold/
 //! Decrease machine, and the loss bound [`loss`]'s rules. Decreases happen at
 //! most once per round trip (from both controllers), increases never above
-//! 1.5 × the acknowledged rate, never while application-limited.
+//! 1.5 × the acknowledged rate, never while application-limited. Probe
+//! results raise the estimate directly, but only start-up (exponential)
+//! probes beyond 1.5 × the acknowledged rate; a cut within two seconds of a
+//! probe-based increase reverts to the rate before it.
 
 pub mod acked;
 pub mod aimd;
@@ -305,12 +308,18 @@ impl Bwe {
         results.clear();
         for r in reports {
             let arrival = if r.arrived { r.arrival } else { None };
+            // Probe bursts are measured by the meter; as deliveries they
+            // would inflate the acknowledged rate (and with it the cap on
+            // probe results) whenever a shaper's burst allowance lets them through.
+            let probe = self.meter.covers(r.departure);
             self.meter.on_report(r.departure, r.size, arrival, &mut results);
             if r.arrived {
                 received += 1;
                 if let Some(arrival) = r.arrival {
                     self.detector.on_packet(now, r.departure, arrival);
-                    self.acked.on_packet(arrival, r.size);
+                    if !probe {
+                        self.acked.on_packet(arrival, r.size);
+                    }
                 }
             } else if cutoff.is_none_or(|c| r.departure < c) {
                 if !is_retransmission(r) {
@@ -355,9 +364,22 @@ impl Bwe {
                 Some(bps) => {
                     self.probes_measured += 1;
                     let kind = self.probes.on_result(id, bps);
+                    // Start-up and exponential probes find a link nothing has
+                    // been delivered on yet; the others may not raise the
+                    // estimate past 1.5 × what media actually delivered: a
+                    // short probe fits inside a shaper's token bucket and
+                    // reads as line rate.
+                    let bps = match (kind, self.acked.bps()) {
+                        (Some(ProbeKind::Exponential) | None, _) | (_, None) => bps,
+                        (Some(_), Some(acked)) => {
+                            bps.min(aimd::DELIVERED_CAP_FACTOR * acked + aimd::DELIVERED_CAP_EXTRA_BPS)
+                        }
+                    };
                     if kind.is_some() && bps > self.aimd.rate_bps() && self.detector.usage() != Usage::Overusing {
-                        self.aimd.set_rate(bps, now);
-                        self.acked.on_probe_result(bps);
+                        self.aimd.set_probe_rate(bps, now);
+                        if kind == Some(ProbeKind::Exponential) {
+                            self.acked.on_probe_result(bps);
+                        }
                         if kind != Some(ProbeKind::Exponential) || self.loss.loss().is_none_or(|l| l < loss::HIGH_LOSS)
                         {
                             self.loss.lift_to(bps);

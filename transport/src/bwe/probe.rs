@@ -26,10 +26,15 @@
 //!   cluster at [`ALR_PROBE_FACTOR`] × the estimate, so a static screen keeps
 //!   a validated estimate (no increase happens in ALR otherwise) and a
 //!   sudden full-screen change can use the link at once.
-//! * **When the link grew**: the acknowledged rate rose more than 3 σ above
-//!   the capacity the rate controller had learnt (see `super::aimd`): one
-//!   exponential probe at [`EXPONENTIAL_FACTOR`] × the estimate, at most every
+//! * **When the link grew**: the acknowledged rate rose well above the
+//!   capacity the rate controller had learnt (see `super::aimd`): one probe
+//!   at [`EXPONENTIAL_FACTOR`] × the estimate (not continued: short bursts
+//!   through a shaper's token bucket can look like growth), at most every
 //!   [`GROWTH_PROBE_INTERVAL`].
+//!
+//! A cluster's receive rate is the slower of its two halves: a token
+//! bucket lets the start of a burst through at line rate and shapes the
+//! rest.
 //! * **After a large drop**: when the estimate fell below
 //!   [`LARGE_DROP_RATIO`] × what it was (an outage's loss, a burst of cross
 //!   traffic), one cluster at [`RECOVERY_PROBE_FACTOR`] × the old estimate
@@ -102,6 +107,8 @@ pub enum ProbeKind {
     Alr,
     /// After a large drop.
     Recovery,
+    /// The delivered rate outgrew the known capacity (single shot).
+    Growth,
 }
 
 /// Decides when to probe and at what rate.
@@ -218,7 +225,7 @@ impl ProbeController {
             return;
         }
         self.last_growth_probe = Some(now);
-        self.queue(estimate_bps * EXPONENTIAL_FACTOR, ProbeKind::Exponential);
+        self.queue(estimate_bps * EXPONENTIAL_FACTOR, ProbeKind::Growth);
     }
 
     /// A cluster's measured result. Returns the kind of probe it was.
@@ -256,9 +263,8 @@ struct Measured {
     done_sending: bool,
     finished_at: Option<Instant>,
     received_packets: u32,
-    received_bytes: usize,
-    first_arrival: Option<(std::time::Duration, usize)>,
-    last_arrival: Option<std::time::Duration>,
+    /// (arrival, size) of the packets that arrived.
+    arrivals: Vec<(std::time::Duration, usize)>,
 }
 
 /// Measures clusters: the pacer reports what it sent, feedback what arrived.
@@ -291,11 +297,14 @@ impl ProbeMeter {
                 done_sending: false,
                 finished_at: None,
                 received_packets: 0,
-                received_bytes: 0,
-                first_arrival: None,
-                last_arrival: None,
+                arrivals: Vec::new(),
             });
         }
+    }
+
+    /// Whether a packet that left at `departure` belongs to a cluster being measured.
+    pub fn covers(&self, departure: Instant) -> bool {
+        self.clusters.iter().any(|m| departure >= m.first_departure && departure <= m.last_departure)
     }
 
     /// Cluster `id` is complete on the send side.
@@ -322,12 +331,7 @@ impl ProbeMeter {
                 && let Some(a) = arrival
             {
                 m.received_packets += 1;
-                m.received_bytes += size_bytes;
-                match m.first_arrival {
-                    Some((first, _)) if first <= a => {}
-                    _ => m.first_arrival = Some((a, size_bytes)),
-                }
-                m.last_arrival = Some(m.last_arrival.map_or(a, |l| l.max(a)));
+                m.arrivals.push((a, size_bytes));
             }
         }
         let mut i = 0;
@@ -361,13 +365,31 @@ impl Measured {
             return None;
         }
         let send_span = self.last_departure.saturating_duration_since(self.first_departure).as_secs_f64();
-        let (first_arrival, first_size) = self.first_arrival?;
-        let recv_span = self.last_arrival?.checked_sub(first_arrival)?.as_secs_f64();
-        if send_span <= 0.0005 || recv_span <= 0.0005 {
+        if send_span <= 0.0005 {
             return None;
         }
         let send_bps = (self.sent_bytes - self.last_size) as f64 * 8.0 / send_span;
-        let recv_bps = (self.received_bytes - first_size) as f64 * 8.0 / recv_span;
+        let mut arrivals = self.arrivals.clone();
+        arrivals.sort_by_key(|(a, _)| *a);
+        // The slower half: a token bucket (a shaper's burst allowance) lets
+        // the start of a burst through at line rate and shapes the rest;
+        // the second half shows the shaped rate. On other links both halves
+        // agree. Each half's rate leaves out its first packet's size.
+        let rate = |part: &[(std::time::Duration, usize)]| -> Option<f64> {
+            let span = part.last()?.0.checked_sub(part.first()?.0)?.as_secs_f64();
+            let bytes: usize = part.iter().skip(1).map(|(_, s)| s).sum();
+            (span > 0.0005).then(|| bytes as f64 * 8.0 / span)
+        };
+        let whole = rate(&arrivals)?;
+        let mid = arrivals.len() / 2;
+        let recv_bps = if arrivals.len() >= 6 {
+            match (rate(&arrivals[..=mid]), rate(&arrivals[mid..])) {
+                (Some(a), Some(b)) => a.min(b).min(whole),
+                _ => whole,
+            }
+        } else {
+            whole
+        };
         Some(if recv_bps < SATURATED_RATIO * send_bps {
             SATURATED_UTILISATION * recv_bps
         } else {
@@ -419,6 +441,37 @@ mod tests {
         p.poll(t + Duration::from_millis(500), 0.4e6, false, true);
         let r = p.take(t).expect("recovery probe");
         assert!((r.target_bps - 0.85e6).abs() < 1.0);
+    }
+
+    #[test]
+    fn a_token_bucket_burst_does_not_fool_the_meter() {
+        let t0 = Instant::now();
+        let mut m = ProbeMeter::new();
+        // 24 packets of 1000 bytes at 6 Mbps into a 1 Mbit/s shaper with a
+        // 12 kB burst: the first 12 arrive at the send rate, the rest shaped.
+        let mut tokens = 12_000.0f64;
+        let mut free = 0.0f64;
+        let mut arrivals = vec![];
+        for i in 0..24u32 {
+            let sent = f64::from(i) * 8000.0 / 6e6;
+            m.on_sent(1, t0 + Duration::from_secs_f64(sent), 1000);
+            let arrive = if tokens >= 1000.0 {
+                tokens -= 1000.0;
+                sent
+            } else {
+                free = free.max(sent) + 8000.0 / 1e6;
+                free
+            };
+            arrivals.push((sent, arrive));
+        }
+        m.on_finished(1, t0);
+        let mut out = vec![];
+        for (sent, arrived) in arrivals {
+            m.on_report(t0 + Duration::from_secs_f64(sent), 1000, Some(Duration::from_secs_f64(arrived)), &mut out);
+        }
+        m.on_report(t0 + Duration::from_secs(1), 1000, None, &mut out);
+        let result = out[0].1.unwrap();
+        assert!(result < 1.3e6, "{result}");
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! budget, rate combiner and keyframe coalescer) sending over a modelled
 //! bottleneck to a modelled browser receiver.
 //!
-//! * **Link**: a FIFO at a (time-varying) rate with a tail-drop limit given
-//!   as time at the current rate (like `tc tbf … latency`), per-packet
+//! * **Link**: a FIFO at a (time-varying) rate with a token-bucket burst
+//!   allowance and a tail-drop limit given as time at the current rate
+//!   (like `tc tbf rate … burst … latency`), per-packet
 //!   overhead for IP/UDP/SRTP, one-way propagation delay each way, random or
 //!   bursty (Gilbert–Elliott) loss after the queue, outages (everything lost
 //!   both ways), and constant-rate cross traffic sharing the queue.
@@ -60,6 +61,8 @@ pub const WIRE_OVERHEAD: usize = 38;
 pub const PACKET_PAYLOAD: usize = 1170;
 /// RTP header + extensions of a media packet.
 pub const RTP_HEADER: usize = 30;
+/// The rate of the link behind the shaper (a burst leaves at this rate).
+const LINE_RATE_BPS: f64 = 100e6;
 /// The receiver clock runs this far ahead of ours (only differences matter).
 const RECEIVER_CLOCK_OFFSET: Duration = Duration::from_secs(5000);
 
@@ -99,6 +102,9 @@ pub struct Scenario {
     pub one_way: Duration,
     /// Bottleneck queue limit, as time at the current rate.
     pub queue_limit: Duration,
+    /// The shaper's burst allowance (tbf `burst`): this much passes at line
+    /// rate after an idle period.
+    pub burst_bytes: usize,
     /// Loss after the queue.
     pub loss: Loss,
     /// Intervals of 100 % loss both ways.
@@ -126,6 +132,7 @@ impl Scenario {
             rate: vec![(Duration::ZERO, bps)],
             one_way: rtt / 2,
             queue_limit: Duration::from_millis(150),
+            burst_bytes: 16_000,
             loss: Loss::None,
             outages: vec![],
             cross: vec![],
@@ -581,6 +588,8 @@ impl Receiver {
 
 struct Link {
     free_at: Duration,
+    tokens: f64,
+    tokens_at: Duration,
     in_flight: VecDeque<(Duration, Wire, usize)>,
     back: VecDeque<(Duration, Back)>,
     bad: bool,
@@ -618,7 +627,20 @@ impl Link {
             self.drops += u64::from(is_media);
             return;
         }
-        self.free_at = start + Duration::from_secs_f64(bits / rate);
+        // Token bucket (tc tbf): tokens accrue at the rate up to the burst;
+        // a packet with tokens leaves at line rate, one without waits for them.
+        let burst_bits = sc.burst_bytes as f64 * 8.0;
+        self.tokens = (self.tokens + rate * start.saturating_sub(self.tokens_at).as_secs_f64()).min(burst_bits);
+        let depart = if self.tokens >= bits {
+            self.tokens -= bits;
+            start + Duration::from_secs_f64(bits / LINE_RATE_BPS)
+        } else {
+            let wait = (bits - self.tokens) / rate;
+            self.tokens = 0.0;
+            start + Duration::from_secs_f64(wait)
+        };
+        self.tokens_at = depart;
+        self.free_at = depart;
         let lost = match sc.loss {
             Loss::None => false,
             Loss::Random(p) => rng.next_f64() < p,
@@ -659,6 +681,8 @@ pub fn run(sc: &Scenario) -> Results {
     let mut next_twcc: u16 = 65_000;
     let mut link = Link {
         free_at: Duration::ZERO,
+        tokens: sc.burst_bytes as f64 * 8.0,
+        tokens_at: Duration::ZERO,
         in_flight: VecDeque::new(),
         back: VecDeque::new(),
         bad: false,
