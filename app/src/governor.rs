@@ -30,6 +30,13 @@ pub const OVERSHOOT: f64 = 1.25;
 pub const SKIP_SHARE: f64 = 0.2;
 /// Step up when the link leaves room for a quarter more.
 pub const STEP_UP: f32 = 1.25;
+/// After this many calm windows (no overshoot, no skipped frames) the
+/// governor tries a step up even without visible room: at a lowered frame
+/// rate the encoder's rate control fills each frame up to the target, so
+/// "room" never shows.
+pub const CALM_WINDOWS: u32 = 3;
+/// A step up that fails at once doubles the calm windows needed, up to this.
+pub const MAX_CALM_WINDOWS: u32 = 24;
 
 /// Decides the capture frame rate from the achieved and target bitrates.
 #[derive(Debug, Clone)]
@@ -42,6 +49,10 @@ pub struct FpsGovernor {
     window_bytes: u64,
     window_frames: u32,
     window_skipped: u32,
+    window_keyframe: bool,
+    calm: u32,
+    calm_needed: u32,
+    just_stepped_up: bool,
 }
 
 impl FpsGovernor {
@@ -55,6 +66,10 @@ impl FpsGovernor {
             window_bytes: 0,
             window_frames: 0,
             window_skipped: 0,
+            window_keyframe: false,
+            calm: 0,
+            calm_needed: CALM_WINDOWS,
+            just_stepped_up: false,
         }
     }
 
@@ -100,9 +115,17 @@ impl FpsGovernor {
 
     /// Records an encoded frame; returns a new frame rate when it should change.
     pub fn on_frame(&mut self, bytes: usize, now: Instant) -> Option<f32> {
+        self.on_encoded(bytes, false, now)
+    }
+
+    /// Records an encoded frame, saying whether it was a keyframe (a window
+    /// with one does not count its skipped frames against the rate: the
+    /// frame dropper makes room for a keyframe once, not for the content).
+    pub fn on_encoded(&mut self, bytes: usize, keyframe: bool, now: Instant) -> Option<f32> {
         self.window_start.get_or_insert(now);
         self.window_bytes += bytes as u64;
         self.window_frames += 1;
+        self.window_keyframe |= keyframe;
         self.decide(now)
     }
 
@@ -113,23 +136,43 @@ impl FpsGovernor {
             return None;
         }
         let achieved_bps = self.window_bytes as f64 * 8.0 / elapsed.as_secs_f64();
-        let (frames, skipped) = (self.window_frames, self.window_skipped);
+        let (frames, skipped, keyframe) = (self.window_frames, self.window_skipped, self.window_keyframe);
         self.window_start = Some(now);
         self.window_bytes = 0;
         self.window_frames = 0;
         self.window_skipped = 0;
+        self.window_keyframe = false;
         let fps = self.fps();
         let target = f64::from(self.target_bps);
         let skip_share = f64::from(skipped) / f64::from((frames + skipped).max(1));
-        let next = if achieved_bps > target * OVERSHOOT {
+        let overshoot = achieved_bps > target * OVERSHOOT;
+        let skipping = skip_share > SKIP_SHARE && !keyframe;
+        if overshoot || skipping {
+            self.calm = 0;
+            if self.just_stepped_up {
+                // The last step up did not hold: wait longer before the next.
+                self.calm_needed = (self.calm_needed * 2).min(MAX_CALM_WINDOWS);
+            }
+        } else if skipped == 0 {
+            self.calm += 1;
+        }
+        self.just_stepped_up = false;
+        let next = if overshoot {
             // Scale the rate by how far over we are, at most halving per step.
             Some((fps * (target / achieved_bps).max(0.5) as f32).max(MIN_FPS))
-        } else if skip_share > SKIP_SHARE {
+        } else if skipping {
             // The frame dropper throws away many captured frames: capture
             // (and budget) only as many as get encoded.
             Some((fps * (1.0 - skip_share as f32)).max(fps * 0.5).max(MIN_FPS))
-        } else if achieved_bps * OVERSHOOT <= target && skipped == 0 {
-            // Room for at least a quarter more: step up, without overshooting.
+        } else if self.link_fps.is_some()
+            && ((achieved_bps * OVERSHOOT <= target && skipped == 0) || self.calm >= self.calm_needed)
+        {
+            // Room for at least a quarter more, or calm for long enough: step up.
+            if self.calm >= self.calm_needed * 2 {
+                self.calm_needed = CALM_WINDOWS;
+            }
+            self.calm = 0;
+            self.just_stepped_up = true;
             self.link_fps.map(|l| l * STEP_UP)
         } else {
             None
@@ -171,13 +214,18 @@ mod tests {
                 rates.push(f);
             }
         }
-        // ≈ 15 fps meets the target; it settles there instead of oscillating.
+        // ≈ 15 fps meets the target; it stays around there: the calm-window
+        // step ups that fail back off (at most a few changes in 30 s).
         assert!((12.0..=17.0).contains(&g.fps()), "{rates:?}");
         assert!(g.limited_by_link());
-        let settled = g.fps();
-        for _ in 0..5 {
-            assert_eq!(second(&mut g, 8_000, &mut t), None, "settled at {settled}");
+        let mut changes = 0;
+        for _ in 0..30 {
+            if second(&mut g, 8_000, &mut t).is_some() {
+                changes += 1;
+            }
+            assert!((10.0..=25.0).contains(&g.fps()), "{}", g.fps());
         }
+        assert!(changes <= 8, "{changes} changes in 30 s");
         // Link recovers.
         g.set_target(10_000_000);
         for _ in 0..10 {
@@ -234,6 +282,44 @@ mod tests {
         // Lowering the setting below the link's limit: the user decides again.
         assert_eq!(g.set_max_fps(2.0), Some(2.0));
         assert!(!g.limited_by_link());
+    }
+
+    /// At a lowered rate the encoder fills each frame up to the target, so
+    /// the rate must still climb back when nothing overshoots or skips.
+    #[test]
+    fn a_lowered_rate_climbs_back_when_frames_fill_the_budget() {
+        let mut t = Instant::now();
+        let mut g = FpsGovernor::new(30.0, 600_000);
+        // Something (a keyframe burst, say) pushed it down to the minimum.
+        for _ in 0..6 {
+            second(&mut g, 200_000, &mut t);
+        }
+        assert_eq!(g.fps(), MIN_FPS);
+        // Now frames fill exactly the per-frame budget at whatever rate.
+        for _ in 0..40 {
+            let bytes = (600_000.0 / 8.0 / g.fps()) as usize;
+            second(&mut g, bytes, &mut t);
+        }
+        assert_eq!(g.fps(), 30.0, "back to the setting");
+    }
+
+    #[test]
+    fn skipping_around_a_keyframe_does_not_lower_the_rate() {
+        let mut t = Instant::now();
+        let mut g = FpsGovernor::new(30.0, 1_000_000);
+        let mut change = None;
+        for i in 0..30 {
+            t += Duration::from_millis(33);
+            let c = match i {
+                0 => g.on_encoded(80_000, true, t),
+                1..=20 => g.on_skipped(t),
+                _ => g.on_encoded(4_000, false, t),
+            };
+            change = change.or(c);
+        }
+        t += Duration::from_millis(100);
+        change = change.or(g.on_encoded(4_000, false, t));
+        assert_eq!(change, None, "{}", g.fps());
     }
 
     #[test]

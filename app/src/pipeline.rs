@@ -319,7 +319,8 @@ impl EncodeLoop {
             if self.out.keyframe {
                 self.keyframe_pending = false;
             }
-            if let Some(fps) = self.governor.as_mut().and_then(|g| g.on_frame(self.out.data.len(), done)) {
+            let keyframe = self.out.keyframe;
+            if let Some(fps) = self.governor.as_mut().and_then(|g| g.on_encoded(self.out.data.len(), keyframe, done)) {
                 self.set_fps(fps)?;
             }
             self.stats.frames_encoded.fetch_add(1, Ordering::Relaxed);

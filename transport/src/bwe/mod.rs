@@ -46,8 +46,10 @@
 //! most once per round trip (from both controllers), increases never above
 //! 1.5 × the acknowledged rate, never while application-limited. Probe
 //! results raise the estimate directly, but only start-up (exponential)
-//! probes beyond 1.5 × the acknowledged rate; a cut within two seconds of a
-//! probe-based increase reverts to the rate before it.
+//! probes beyond [`PROBE_DELIVERED_CAP`] × the acknowledged rate; a
+//! start-up probe that saturated the path lowers it to what it measured; a
+//! cut within two seconds of a probe-based increase reverts to the rate
+//! before it.
 
 pub mod acked;
 pub mod aimd;
@@ -74,6 +76,9 @@ pub const OUTAGE_AFTER: Duration = Duration::from_secs(1);
 pub const DEFAULT_RTT: Duration = Duration::from_millis(200);
 /// Round-trip samples are smoothed with this weight for the newest.
 pub const RTT_ALPHA: f64 = 0.125;
+/// Probe results other than start-up ones raise the estimate to at most
+/// this multiple of the acknowledged media rate.
+pub const PROBE_DELIVERED_CAP: f64 = 1.25;
 /// Window of the minimum round-trip time.
 pub const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
 /// How often the estimator wants a tick while active (probe scheduling,
@@ -154,7 +159,7 @@ pub struct Bwe {
     outage_cutoff: Option<Instant>,
     last_tick: Option<Instant>,
     probes_measured: u64,
-    results: Vec<(u32, Option<f64>)>,
+    results: Vec<(u32, Option<probe::ProbeResult>)>,
     keyframe_needed: bool,
 }
 
@@ -361,19 +366,24 @@ impl Bwe {
         }
         for (id, result) in results.drain(..) {
             match result {
-                Some(bps) => {
+                Some(probe::ProbeResult { bps, saturated }) => {
                     self.probes_measured += 1;
                     let kind = self.probes.on_result(id, bps);
+                    if kind == Some(ProbeKind::Exponential) && saturated && bps < self.aimd.rate_bps() {
+                        // A start-up probe the path could not keep up with
+                        // measured its capacity: an earlier, smaller probe
+                        // that read higher fitted inside a shaper's burst.
+                        self.aimd.set_rate(bps, now);
+                        self.acked.on_probe_result(bps);
+                    }
                     // Start-up and exponential probes find a link nothing has
                     // been delivered on yet; the others may not raise the
-                    // estimate past 1.5 × what media actually delivered: a
+                    // estimate past 1.25 × what media actually delivered: a
                     // short probe fits inside a shaper's token bucket and
                     // reads as line rate.
                     let bps = match (kind, self.acked.bps()) {
                         (Some(ProbeKind::Exponential) | None, _) | (_, None) => bps,
-                        (Some(_), Some(acked)) => {
-                            bps.min(aimd::DELIVERED_CAP_FACTOR * acked + aimd::DELIVERED_CAP_EXTRA_BPS)
-                        }
+                        (Some(_), Some(acked)) => bps.min(PROBE_DELIVERED_CAP * acked),
                     };
                     if kind.is_some() && bps > self.aimd.rate_bps() && self.detector.usage() != Usage::Overusing {
                         self.aimd.set_probe_rate(bps, now);

@@ -251,6 +251,16 @@ impl ProbeController {
     }
 }
 
+/// What a cluster measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbeResult {
+    /// The rate the path carried, bps.
+    pub bps: f64,
+    /// The path could not keep up with the probe: `bps` is its capacity
+    /// now, not a lower bound.
+    pub saturated: bool,
+}
+
 /// Send-side record of one cluster, and what feedback said about it.
 #[derive(Debug, Clone)]
 struct Measured {
@@ -323,7 +333,7 @@ impl ProbeMeter {
         departure: Instant,
         size_bytes: usize,
         arrival: Option<std::time::Duration>,
-        out: &mut Vec<(u32, Option<f64>)>,
+        out: &mut Vec<(u32, Option<ProbeResult>)>,
     ) {
         for m in &mut self.clusters {
             if departure >= m.first_departure
@@ -347,7 +357,7 @@ impl ProbeMeter {
     }
 
     /// Drops clusters whose feedback never came.
-    pub fn expire(&mut self, now: Instant, out: &mut Vec<(u32, Option<f64>)>) {
+    pub fn expire(&mut self, now: Instant, out: &mut Vec<(u32, Option<ProbeResult>)>) {
         self.clusters.retain(|m| {
             let stale = m.finished_at.is_some_and(|t| now.saturating_duration_since(t) > RESULT_TIMEOUT);
             if stale {
@@ -359,7 +369,7 @@ impl ProbeMeter {
 }
 
 impl Measured {
-    fn result(&self) -> Option<f64> {
+    fn result(&self) -> Option<ProbeResult> {
         if self.sent_packets < 2 || f64::from(self.received_packets) < MIN_RECEIVED_RATIO * f64::from(self.sent_packets)
         {
             return None;
@@ -391,9 +401,9 @@ impl Measured {
             whole
         };
         Some(if recv_bps < SATURATED_RATIO * send_bps {
-            SATURATED_UTILISATION * recv_bps
+            ProbeResult { bps: SATURATED_UTILISATION * recv_bps, saturated: true }
         } else {
-            send_bps.min(recv_bps)
+            ProbeResult { bps: send_bps.min(recv_bps), saturated: false }
         })
     }
 }
@@ -471,6 +481,8 @@ mod tests {
         }
         m.on_report(t0 + Duration::from_secs(1), 1000, None, &mut out);
         let result = out[0].1.unwrap();
+        assert!(result.saturated);
+        let result = result.bps;
         assert!(result < 1.3e6, "{result}");
     }
 
@@ -494,7 +506,7 @@ mod tests {
                 m.on_report(t0 + Duration::from_secs_f64(sent), 1000, Some(Duration::from_secs_f64(arrived)), &mut out);
             }
             m.on_report(t0 + Duration::from_secs(1), 1000, None, &mut out);
-            out[0].1.unwrap()
+            out[0].1.unwrap().bps
         };
         let fast = measure(10e6);
         assert!((fast - 4e6).abs() < 0.2e6, "{fast}");
