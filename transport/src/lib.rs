@@ -9,7 +9,11 @@
 //!
 //! Decisions live in plain structs fed with `now` and tested without I/O:
 //! [`keyframe::KeyframeCoalescer`], [`rate::RateController`],
-//! [`auth::Throttle`], [`codecs::choose_payload_type`].
+//! [`auth::Throttle`], [`codecs::choose_payload_type`], and each viewer's
+//! rate control: the bandwidth estimator [`bwe::Bwe`] and the sender queue
+//! [`pacer::Pacer`], wired together in [`sender::SendController`] and driven
+//! by thin interceptors in `rtc`'s chain. [`Share::send_backlog`] tells the
+//! encoder how long the viewers' send queues are.
 //!
 //! ```no_run
 //! use std::time::Instant;
