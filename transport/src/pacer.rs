@@ -700,6 +700,20 @@ mod tests {
     }
 
     #[test]
+    fn a_nack_soon_after_the_first_transmission_is_answered() {
+        // The once-per-RTT rule is for retransmissions: a packet lost on its
+        // first trip is NACKed well within an RTT of being sent.
+        let t0 = Instant::now();
+        let mut p = Pacer::new(1e6);
+        p.start_sequence_at(0);
+        frame(&mut p, t0, 3, 0);
+        let mut t = t0;
+        drain(&mut p, &mut t, t0 + Duration::from_millis(40));
+        assert_eq!(p.on_nack(t, [1], Duration::from_millis(100)), 1);
+        assert_eq!(p.stats().nacks_ignored, 0);
+    }
+
+    #[test]
     fn a_keyframe_supersedes_queued_frames_but_finishes_the_one_being_sent() {
         let t0 = Instant::now();
         let mut p = Pacer::new(1e6);
