@@ -763,56 +763,53 @@ pub fn run(sc: &Scenario) -> Results {
             if (!is_static || keepalive_due || need_keyframe)
                 && dropper.decide(instant, tx.queue_delay(), need_keyframe).is_none()
             {
-                {
-                    let fps = f64::from(sc.fps);
-                    let budget_bytes = KeyframeBudget::budget_bytes(target, sc.fps);
-                    let noise = 0.7 + 0.6 * rng.next_f64();
-                    let (bytes, keyframe, change) = if need_keyframe {
-                        let bytes = if first_keyframe { sc.first_keyframe_bytes } else { budget_bytes };
-                        first_keyframe = false;
-                        coalescer.keyframe_sent(instant);
-                        (bytes, true, change_pending)
-                    } else if change_pending {
-                        let natural = match content {
-                            Content::Change { natural_bytes } => natural_bytes,
-                            _ => 50_000,
-                        };
-                        (natural.min(budget_bytes * 3 / 2), false, true)
-                    } else if is_static {
-                        (200, false, false)
-                    } else {
-                        let natural = match content {
-                            Content::Busy { natural_bytes } | Content::Change { natural_bytes } => natural_bytes,
-                            Content::Static => 200,
-                        };
-                        (((f64::from(target) / 8.0 / fps).min(natural as f64) * noise) as usize, false, false)
+                let fps = f64::from(sc.fps);
+                let budget_bytes = KeyframeBudget::budget_bytes(target, sc.fps);
+                let noise = 0.7 + 0.6 * rng.next_f64();
+                let (bytes, keyframe, change) = if need_keyframe {
+                    let bytes = if first_keyframe { sc.first_keyframe_bytes } else { budget_bytes };
+                    first_keyframe = false;
+                    coalescer.keyframe_sent(instant);
+                    (bytes, true, change_pending)
+                } else if change_pending {
+                    let natural = match content {
+                        Content::Change { natural_bytes } => natural_bytes,
+                        _ => 50_000,
                     };
-                    need_keyframe = false;
-                    change_pending = false;
-                    dropper.on_encoded(instant, bytes);
-                    results.frames_encoded += 1;
-                    results.keyframes += u64::from(keyframe);
-                    last_frame_at = Some(now);
-                    let n = bytes.div_ceil(PACKET_PAYLOAD).max(1) as u16;
-                    for i in 0..n {
-                        let payload =
-                            if i + 1 == n { bytes - PACKET_PAYLOAD * usize::from(n - 1) } else { PACKET_PAYLOAD };
-                        tx.enqueue(
-                            instant,
-                            SimPacket {
-                                size: payload + RTP_HEADER,
-                                frame: frame_id,
-                                packets_in_frame: n,
-                                first: i == 0,
-                                end: i + 1 == n,
-                                keyframe,
-                                change,
-                                captured: now,
-                            },
-                        );
-                    }
-                    frame_id += 1;
+                    (natural.min(budget_bytes * 3 / 2), false, true)
+                } else if is_static {
+                    (200, false, false)
+                } else {
+                    let natural = match content {
+                        Content::Busy { natural_bytes } | Content::Change { natural_bytes } => natural_bytes,
+                        Content::Static => 200,
+                    };
+                    (((f64::from(target) / 8.0 / fps).min(natural as f64) * noise) as usize, false, false)
+                };
+                need_keyframe = false;
+                change_pending = false;
+                dropper.on_encoded(instant, bytes);
+                results.frames_encoded += 1;
+                results.keyframes += u64::from(keyframe);
+                last_frame_at = Some(now);
+                let n = bytes.div_ceil(PACKET_PAYLOAD).max(1) as u16;
+                for i in 0..n {
+                    let payload = if i + 1 == n { bytes - PACKET_PAYLOAD * usize::from(n - 1) } else { PACKET_PAYLOAD };
+                    tx.enqueue(
+                        instant,
+                        SimPacket {
+                            size: payload + RTP_HEADER,
+                            frame: frame_id,
+                            packets_in_frame: n,
+                            first: i == 0,
+                            end: i + 1 == n,
+                            keyframe,
+                            change,
+                            captured: now,
+                        },
+                    );
                 }
+                frame_id += 1;
             }
         }
         // The pacer.
