@@ -291,3 +291,31 @@ fn t5_static_then_burst_on(burst: usize) {
     let after: Vec<_> = r.freezes().into_iter().filter(|(t, _)| *t >= s(70.0)).collect();
     assert!(after.is_empty(), "freezes after the change {after:?}");
 }
+
+/// Cross traffic: a 400 kbit/s constant-rate flow shares a 1.5 Mbit/s link
+/// from 20 to 40 s. Peep yields (its queue stays short, the other flow is
+/// not starved into loss) and takes the link back afterwards.
+#[test]
+fn cross_traffic_is_yielded_to_and_the_link_taken_back() {
+    for burst in BURSTS {
+        let mut sc = Scenario::new("cross traffic 400 kbit/s on 1.5 Mbit/s", 1.5e6, s(0.05), s(60.0));
+        sc.burst_bytes = burst;
+        sc.cross = vec![(s(20.0), s(40.0), 0.4e6)];
+        let r = traced(&sc);
+        row("cross", &r, s(25.0), s(40.0), 1.1e6);
+        let avg = |from: f64, to: f64| {
+            let v: Vec<f64> = r.samples_in(s(from), s(to)).map(|x| x.estimate_bps).collect();
+            v.iter().sum::<f64>() / v.len() as f64
+        };
+        let shared = avg(25.0, 40.0);
+        assert!(shared <= 1.3e6, "estimate {shared:.0} while sharing with 400 kbit/s");
+        let queue_p95 = {
+            let mut q: Vec<Duration> = r.samples_in(s(25.0), s(40.0)).map(|x| x.pacer_queue + x.link_queue).collect();
+            q.sort();
+            q[q.len() * 95 / 100]
+        };
+        assert!(queue_p95 < s(0.15), "queue p95 {queue_p95:?} while sharing");
+        let after = avg(50.0, 60.0);
+        assert!(after >= 0.75 * 1.5e6, "estimate {after:.0} 10 s after the cross traffic ended");
+    }
+}
