@@ -308,13 +308,10 @@ fn share(args: ShareArgs) -> Result<()> {
             let stats = session.pipeline_stats();
             let (frames, bytes) = (stats.frames_encoded.load(Relaxed), stats.bytes.load(Relaxed));
             let secs = (now - last.0).as_secs_f64();
-            let viewers = session.share().connected_viewers();
+            let viewers = session.share().viewers();
             eprint!(
-                "\rviewers {viewers}  fps {:>5.1}  bitrate {:>6.0} kbps  target {:>6.0} kbps  encode {:>5.1} ms  ",
-                (frames - last.1) as f64 / secs,
-                (bytes - last.2) as f64 * 8.0 / secs / 1e3,
-                session.share().stats().target_bps.load(Relaxed) as f64 / 1e3,
-                stats.encode_time.quantile(0.5).as_secs_f64() * 1e3,
+                "\r{}  ",
+                status_line(&session, &viewers, (frames - last.1) as f64 / secs, (bytes - last.2) as f64 * 8.0 / secs)
             );
             last = (now, frames, bytes);
         }
@@ -323,6 +320,40 @@ fn share(args: ShareArgs) -> Result<()> {
     let result = session.stop();
     eprintln!("peep: share ended");
     result
+}
+
+/// One status line of a share: what the encoder does and what the viewers'
+/// send sides see (the slowest estimate, the longest send queue, and
+/// retransmission/NACK/PLI totals). `fps` is marked `(link)` when the link,
+/// not the setting, limits it.
+fn status_line(
+    session: &crate::session::Session,
+    viewers: &[peep_transport::ViewerSnapshot],
+    fps: f64,
+    bps: f64,
+) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let stats = session.pipeline_stats();
+    let connected: Vec<_> = viewers.iter().filter(|v| v.state == peep_transport::ViewerState::Connected).collect();
+    let estimate = connected.iter().map(|v| v.estimate_bps).min().unwrap_or(0);
+    let queue = connected.iter().map(|v| v.queue_ms).max().unwrap_or(0);
+    let sum = |f: fn(&peep_transport::ViewerSnapshot) -> u64| connected.iter().map(|v| f(v)).sum::<u64>();
+    format!(
+        "viewers {}  fps {:>5.1}{}  bitrate {:>6.0} kbps  target {:>6.0} kbps  est {:>6.0} kbps  queue {:>4} ms  \
+         skipped {}  rtx {}  nack {}  pli {}  encode {:>5.1} ms",
+        connected.len(),
+        fps,
+        if stats.fps_limited_by_link.load(Relaxed) { " (link)" } else { "" },
+        bps / 1e3,
+        session.share().stats().target_bps.load(Relaxed) as f64 / 1e3,
+        estimate as f64 / 1e3,
+        queue,
+        stats.frames_skipped_budget.load(Relaxed) + stats.frames_skipped_backlog.load(Relaxed),
+        sum(|v| v.retransmissions),
+        sum(|v| v.nacks),
+        sum(|v| v.plis),
+        stats.encode_time.quantile(0.5).as_secs_f64() * 1e3,
+    )
 }
 
 fn pipeline_summary(p: &Pipeline, elapsed: Duration, written: u64) -> String {

@@ -17,7 +17,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender, Tr
 use peep_capture::backend::CaptureBackend;
 use peep_capture::driver::{self, CaptureConfig, CaptureHandle, CaptureStats};
 use peep_capture::{RingConsumer, Take, frame_ring};
+use peep_encode::budget::{FrameDropper, Skip};
 use peep_encode::{BufferPool, EncodeOutcome, EncodedFrame, Encoder, I420Frame, PooledBuf, bgra_to_i420};
+use peep_transport::SendBacklog;
 
 use crate::governor::FpsGovernor;
 use crate::stats::PipelineStats;
@@ -70,7 +72,7 @@ pub enum Control {
 }
 
 /// Pipeline settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PipelineConfig {
     /// Capture ticks per second.
     pub fps: f32,
@@ -85,6 +87,10 @@ pub struct PipelineConfig {
     /// Start with capture paused (a share nobody watches yet); see
     /// [`Pipeline::set_paused`].
     pub start_paused: bool,
+    /// The transport's send backlog: with a governor, a frame dropper in
+    /// front of the encoder skips frames while it is long (see
+    /// `peep_encode::budget`). `None`: only the encoder's own budget counts.
+    pub send_backlog: Option<SendBacklog>,
 }
 
 impl Default for PipelineConfig {
@@ -95,6 +101,7 @@ impl Default for PipelineConfig {
             governor_start_bps: None,
             max_height: None,
             start_paused: false,
+            send_backlog: None,
         }
     }
 }
@@ -120,9 +127,11 @@ impl Pipeline {
         let capture_stats = Arc::new(CaptureStats::default());
         let capture_config =
             CaptureConfig { fps: config.fps, keepalive: config.keepalive, start_paused: config.start_paused };
+        let fps_x10 = (config.fps * 10.0).round() as u64;
         let capture = driver::spawn_capture(backend, producer, capture_config, capture_stats.clone())
             .context("starting the capture thread")?;
         let stats = Arc::new(PipelineStats::default());
+        stats.fps_x10.store(fps_x10, Ordering::Relaxed);
         let stop = Arc::new(AtomicBool::new(false));
         let fps = capture.fps_control();
         // Policies: see PACKET_CHANNEL_CAPACITY and CONTROL_CHANNEL_CAPACITY.
@@ -208,6 +217,11 @@ struct EncodeLoop {
     pool: BufferPool,
     fps: peep_capture::driver::FpsControl,
     governor: Option<FpsGovernor>,
+    /// Leaky-bucket frame dropper (live sharing only, with the governor).
+    dropper: Option<FrameDropper>,
+    send_backlog: Option<SendBacklog>,
+    /// A keyframe was asked for and not produced yet (the dropper never skips it).
+    keyframe_pending: bool,
     yuv: I420Frame,
     /// Halved copies of `yuv` for the resolution policy.
     scaled: [I420Frame; 2],
@@ -236,6 +250,9 @@ impl EncodeLoop {
             control,
             pool,
             governor: config.governor_start_bps.map(|bps| FpsGovernor::new(config.fps, bps)),
+            dropper: config.governor_start_bps.map(FrameDropper::new),
+            send_backlog: config.send_backlog.clone(),
+            keyframe_pending: false,
             fps,
             yuv: I420Frame::new(2, 2),
             scaled: [I420Frame::new(2, 2), I420Frame::new(2, 2)],
@@ -255,6 +272,23 @@ impl EncodeLoop {
             };
             let meta = *frame.meta();
             let started = Instant::now();
+            if let Some(dropper) = &mut self.dropper {
+                let backlog = self.send_backlog.as_ref().map_or(Duration::ZERO, SendBacklog::get);
+                if let Some(skip) = dropper.decide(started, backlog, self.keyframe_pending) {
+                    // Whole frames, before the encoder sees them: the
+                    // stream has no hole and the references stay intact.
+                    drop(frame);
+                    let counter = match skip {
+                        Skip::Budget => &self.stats.frames_skipped_budget,
+                        Skip::Backlog => &self.stats.frames_skipped_backlog,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    if let Some(fps) = self.governor.as_mut().and_then(|g| g.on_skipped(started)) {
+                        self.set_fps(fps)?;
+                    }
+                    continue;
+                }
+            }
             bgra_to_i420(frame.data(), meta.width, meta.height, meta.stride_bytes, &mut self.yuv)?;
             // Return the slot before the (much longer) encode.
             drop(frame);
@@ -284,7 +318,14 @@ impl EncodeLoop {
                 continue;
             }
             self.stats.capture_to_encoded.record(done.saturating_duration_since(meta.captured_at));
-            if let Some(fps) = self.governor.as_mut().and_then(|g| g.on_frame(self.out.data.len(), done)) {
+            if let Some(dropper) = &mut self.dropper {
+                dropper.on_encoded(done, self.out.data.len());
+            }
+            if self.out.keyframe {
+                self.keyframe_pending = false;
+            }
+            let keyframe = self.out.keyframe;
+            if let Some(fps) = self.governor.as_mut().and_then(|g| g.on_encoded(self.out.data.len(), keyframe, done)) {
                 self.set_fps(fps)?;
             }
             self.stats.frames_encoded.fetch_add(1, Ordering::Relaxed);
@@ -316,6 +357,10 @@ impl EncodeLoop {
     fn set_fps(&mut self, fps: f32) -> Result<()> {
         self.fps.set(fps);
         self.encoder.set_fps(fps)?;
+        self.stats.fps_x10.store((fps * 10.0).round() as u64, Ordering::Relaxed);
+        self.stats
+            .fps_limited_by_link
+            .store(self.governor.as_ref().is_some_and(FpsGovernor::limited_by_link), Ordering::Relaxed);
         Ok(())
     }
 
@@ -344,14 +389,22 @@ impl EncodeLoop {
                     if let Some(g) = &mut self.governor {
                         g.set_target(bps);
                     }
+                    if let Some(d) = &mut self.dropper {
+                        d.set_target(bps);
+                    }
                 }
                 Ok(Control::SetFps(fps)) => match self.governor.as_mut().map(|g| g.set_max_fps(fps)) {
-                    Some(None) => {}
-                    Some(Some(lower)) => self.set_fps(lower)?,
+                    // The link limits it: the setting waits for the link.
+                    Some(None) => self
+                        .stats
+                        .fps_limited_by_link
+                        .store(self.governor.as_ref().is_some_and(FpsGovernor::limited_by_link), Ordering::Relaxed),
+                    Some(Some(next)) => self.set_fps(next)?,
                     None => self.set_fps(fps)?,
                 },
                 Ok(Control::SetMaxHeight(max)) => self.max_height = max,
                 Ok(Control::Keyframe) => {
+                    self.keyframe_pending = true;
                     self.encoder.request_keyframe();
                     // An unchanged screen publishes nothing: ask for a frame.
                     self.ring.request_frame();

@@ -61,9 +61,16 @@ impl Session {
     ) -> Result<Self> {
         // Live viewers: trade frame rate for bitrate when the link is slow.
         let start_bps = share.bitrate.clamp(peep_transport::rate::START_BPS);
-        // Nobody watches yet: nothing is captured or encoded until someone does.
-        let pipeline = PipelineConfig { governor_start_bps: Some(start_bps), start_paused: true, ..pipeline };
         let share = Arc::new(Share::start(share).context("starting the share server")?);
+        // The frame dropper skips frames while the viewers' send queues are
+        // long. Nobody watches yet: nothing is captured or encoded until
+        // someone does.
+        let pipeline = PipelineConfig {
+            governor_start_bps: Some(start_bps),
+            send_backlog: Some(share.send_backlog()),
+            start_paused: true,
+            ..pipeline
+        };
         let mut pipeline = Pipeline::start(backend, encoder, pipeline)?;
         let (pipeline_stats, capture_stats) = (pipeline.stats.clone(), pipeline.capture_stats.clone());
         let stop = Arc::new(AtomicBool::new(false));

@@ -104,6 +104,16 @@ pub struct PipelineStats {
     pub frames_skipped_by_encoder: AtomicU64,
     /// Captured frames the encoder never saw (overwritten in the ring).
     pub frames_dropped: AtomicU64,
+    /// Frames the frame dropper skipped because the encoder overshot its
+    /// budget (a keyframe, a full-screen change).
+    pub frames_skipped_budget: AtomicU64,
+    /// Frames the frame dropper skipped because the send queue was long
+    /// (the link got slower than the target).
+    pub frames_skipped_backlog: AtomicU64,
+    /// The frame rate in force, ×10 (the governor's, or the configured one).
+    pub fps_x10: AtomicU64,
+    /// Whether the link, not the user's setting, limits the frame rate.
+    pub fps_limited_by_link: std::sync::atomic::AtomicBool,
     /// Encoded bytes.
     pub bytes: AtomicU64,
     /// Keyframes produced.

@@ -268,7 +268,7 @@ fn viewer_controls_scale_zoom_stats_and_help() {
     b.wait_for(&page, "!document.getElementById('stats').hidden", Duration::from_secs(2));
     b.wait_for(&page, "document.getElementById('stats').textContent.includes('640×360')", Duration::from_secs(5));
     let text = b.eval(&page, "document.getElementById('stats').textContent").as_str().unwrap_or_default().to_owned();
-    for field in ["resolution", "fps", "bitrate", "rtt", "loss", "decode", "jitter buf"] {
+    for field in ["resolution", "fps", "bitrate", "rtt", "loss", "decode", "jitter buf", "nack / pli", "lost"] {
         assert!(text.contains(field), "stats overlay shows {field}: {text}");
     }
     key(&mut b, "?");

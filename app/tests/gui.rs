@@ -53,6 +53,10 @@ fn viewer(id: &str) -> ViewerSnapshot {
         frames_dropped: 0,
         frames_skipped: 0,
         keyframe_requests: 0,
+        queue_ms: 40,
+        retransmissions: 7,
+        nacks: 3,
+        plis: 1,
     }
 }
 
@@ -96,6 +100,10 @@ fn viewers_are_listed_and_can_be_kicked() {
     h.get_by_label("Viewers (1)");
     h.get_by_label("192.0.2.9");
     h.get_by_label("3.0 ms");
+    // The send side's figures: queue, retransmissions, NACK/PLI.
+    h.get_by_label("40 ms");
+    h.get_by_label("7");
+    h.get_by_label("3/1");
     h.get_by_label("Kick").click();
     h.run();
     assert_eq!(h.state().1.last(), Some(&Command::Kick("v1".into())));

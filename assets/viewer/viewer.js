@@ -249,6 +249,10 @@
       keyFramesDecoded: inbound.keyFramesDecoded ?? 0,
       framesDropped: inbound.framesDropped ?? 0,
       freezes: inbound.freezeCount ?? 0,
+      freezeSeconds: inbound.totalFreezesDuration ?? 0,
+      nacks: inbound.nackCount ?? 0,
+      plis: inbound.pliCount ?? 0,
+      packetsLost: inbound.packetsLost ?? 0,
     };
     // Hidden tabs render nothing (no video frame callbacks): decoding is proof enough.
     if (frames > 0 && state === 'waiting') setState('live');
@@ -275,7 +279,9 @@
       `loss        ${f(s.lossPct, 1)} %`,
       `decode      ${f(s.decodeMs, 1)} ms`,
       `jitter buf  ${f(s.jitterMs, 1)} ms`,
-      `dropped     ${s.framesDropped ?? 0}  freezes ${s.freezes ?? 0}`,
+      `dropped     ${s.framesDropped ?? 0}  freezes ${s.freezes ?? 0} (${f(s.freezeSeconds, 1)} s)`,
+      `lost        ${s.packetsLost ?? 0} packets`,
+      `nack / pli  ${s.nacks ?? 0} / ${s.plis ?? 0}`,
     ].join('\n');
   }
   setInterval(() => sampleStats().catch(() => {}), 1000);

@@ -8,6 +8,8 @@
 //!   implements it with Cisco's OpenH264 (constrained baseline, so Chromium
 //!   can receive it). Bitrate, frame rate and keyframe requests can change
 //!   at run time without restarting the stream.
+//! - [`budget`] decides, without an encoder, when to skip a frame (a leaky
+//!   bucket and the send queue) and which QP keeps a keyframe in its budget.
 //! - [`pool`] recycles output buffers across threads.
 //! - [`quality`] has the PSNR helpers the tests and the tuning example use.
 //!
@@ -47,6 +49,7 @@
 //! ```
 
 pub mod avcc;
+pub mod budget;
 pub mod convert;
 pub mod encoder;
 pub mod error;

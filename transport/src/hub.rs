@@ -16,12 +16,20 @@ use webrtc::peer_connection::PeerConnection;
 
 use crate::auth::Throttle;
 use crate::keyframe::{KeyframeCoalescer, KeyframeReason};
-use crate::rate::{BitrateRange, RateController};
+use crate::rate::{BitrateRange, RateController, SendBacklog};
 use crate::secret::Secret;
 use crate::viewer::{ViewerState, ViewerStats};
 
 /// Frames queued per viewer before frames are dropped for it.
 pub const VIEWER_QUEUE_FRAMES: usize = 8;
+/// A viewer whose send queue takes longer than this to drain gets no new
+/// frames (whole frames, dropped before packetization: no sequence gaps)
+/// until a keyframe once it has drained below [`VIEWER_RECOVER_QUEUE`]. The
+/// encoder's frame dropper keeps the viewers the rate follows far below it;
+/// this protects the others.
+pub const VIEWER_DROP_QUEUE: std::time::Duration = std::time::Duration::from_millis(1000);
+/// See [`VIEWER_DROP_QUEUE`].
+pub const VIEWER_RECOVER_QUEUE: std::time::Duration = std::time::Duration::from_millis(300);
 /// Capacity of the encoder request channel. Policy when full: the request
 /// is dropped (the coalescer re-issues keyframe requests; the next bitrate
 /// decision supersedes a lost one).
@@ -103,6 +111,8 @@ pub(crate) struct Shared {
     pub(crate) keyframes: Mutex<KeyframeCoalescer>,
     pub(crate) rate: Mutex<RateController>,
     pub(crate) requests: crossbeam_channel::Sender<EncoderRequest>,
+    /// The combined send backlog for the encoder (see `crate::rate`).
+    pub backlog: SendBacklog,
     pub stats: ShareStats,
     pub udp_ips: Vec<IpAddr>,
     pub ending: AtomicBool,
@@ -139,17 +149,22 @@ impl Shared {
                 && v.stats.needs_keyframe.load(Ordering::Relaxed)
                 && v.recovering.load(Ordering::Relaxed)
                 && v.queue.capacity() * 2 >= VIEWER_QUEUE_FRAMES
+                && v.stats.pacer_queue() < VIEWER_RECOVER_QUEUE
         });
-        if recovering {
+        // The send side asks for keyframes browsers would ask for too late
+        // (after an outage) and when its queue went stale.
+        let sender = lock(&self.viewers).values().any(|v| v.stats.sender_wants_keyframe.swap(false, Ordering::AcqRel));
+        if recovering || sender {
             self.request_keyframe(KeyframeReason::Recovery);
         }
         self.poll_keyframes(now);
-        let estimates: Vec<f64> = lock(&self.viewers)
+        let viewers: Vec<(f64, std::time::Duration)> = lock(&self.viewers)
             .values()
             .filter(|v| v.stats.state() == ViewerState::Connected)
-            .map(|v| v.stats.estimate_bps.load(Ordering::Relaxed) as f64)
+            .map(|v| (v.stats.estimate_bps.load(Ordering::Relaxed) as f64, v.stats.pacer_queue()))
             .collect();
-        if let Some(bps) = lock(&self.rate).update(estimates, now) {
+        self.backlog.set(lock(&self.rate).governing_backlog(viewers.iter().copied()));
+        if let Some(bps) = lock(&self.rate).update(viewers.iter().map(|(e, _)| *e), now) {
             self.stats.target_bps.store(u64::from(bps), Ordering::Relaxed);
             let _ = self.requests.try_send(EncoderRequest::SetBitrate(bps));
         }
@@ -210,6 +225,7 @@ impl Shared {
             keyframes: Mutex::new(KeyframeCoalescer::default()),
             rate: Mutex::new(RateController::new(bitrate)),
             requests,
+            backlog: SendBacklog::default(),
             stats: ShareStats::default(),
             udp_ips,
             ending: AtomicBool::new(false),

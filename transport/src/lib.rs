@@ -9,7 +9,11 @@
 //!
 //! Decisions live in plain structs fed with `now` and tested without I/O:
 //! [`keyframe::KeyframeCoalescer`], [`rate::RateController`],
-//! [`auth::Throttle`], [`codecs::choose_payload_type`].
+//! [`auth::Throttle`], [`codecs::choose_payload_type`], and each viewer's
+//! rate control: the bandwidth estimator [`bwe::Bwe`] and the sender queue
+//! [`pacer::Pacer`], wired together in [`sender::SendController`] and driven
+//! by thin interceptors in `rtc`'s chain. [`Share::send_backlog`] tells the
+//! encoder how long the viewers' send queues are.
 //!
 //! ```no_run
 //! use std::time::Instant;
@@ -31,6 +35,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod bwe;
 pub mod codecs;
 pub mod error;
 #[doc(hidden)]
@@ -39,15 +44,18 @@ mod hub;
 mod interceptors;
 pub mod keyframe;
 pub mod offer;
+pub mod pacer;
 mod peer;
 pub mod rate;
 pub mod secret;
+pub mod sender;
+mod sendside;
 mod server;
 pub mod share;
 pub mod viewer;
 
 pub use error::{Result, TransportError};
-pub use rate::BitrateRange;
+pub use rate::{BitrateRange, SendBacklog};
 pub use secret::Secret;
 pub use share::{EncoderRequest, Share, ShareConfig, ShareStats, detect_lan_ip};
 pub use viewer::{ViewerSnapshot, ViewerState};

@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::{CongestionControlBuilder, PacerBuilder, Slot};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
@@ -19,24 +18,16 @@ use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceGatheringState,
-    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder, configure_nack,
-    configure_rtcp_reports, configure_twcc,
+    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
 use crate::codecs::{choose_payload_type, h264_codecs};
 use crate::error::{Result, TransportError};
 use crate::hub::{Frame, Notice, PeerHandle, Shared, VIEWER_QUEUE_FRAMES, Viewer, lock, truncate};
-use crate::interceptors::{KeyframeRequestForwarder, PACING_FACTOR, ReportingGcc, RtcpTap};
 use crate::keyframe::KeyframeReason;
 use crate::viewer::{ViewerState, ViewerStats};
 
-/// GCC's lower bound. `rtc` 0.21's GCC can collapse to its minimum after
-/// the losses of a first keyframe burst on a slow link and then climbs back
-/// only a few per cent per second; the pacer, which sends at 2.5× the
-/// estimate, would then hold a keyframe for seconds. Screen video at useful
-/// sizes needs a few hundred kbps anyway.
-pub const GCC_MIN_BPS: u32 = 250_000;
 /// How long ICE/DTLS may take before a viewer is given up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Without consent for this long a viewer is considered disconnected…
@@ -64,30 +55,13 @@ impl PeerConnectionEventHandler for Events {
     }
 }
 
-fn media_engine_and_registry(
-    stats: &Arc<ViewerStats>,
-    start_bps: u32,
-    max_bps: u32,
-) -> Result<(MediaEngine, Registry)> {
+fn media_engine_and_registry(stats: &Arc<ViewerStats>, max_bps: u32) -> Result<(MediaEngine, Registry)> {
     let mut media = MediaEngine::default();
     // Codecs first: the configure_* helpers add feedback to registered codecs only.
     for codec in h264_codecs() {
         media.register_codec(codec, RtpCodecKind::Video).map_err(webrtc_err)?;
     }
-    let mut registry = Registry::new();
-    registry = configure_nack(registry, &mut media);
-    registry = configure_rtcp_reports(registry);
-    // TWCC sequence numbers and feedback, GCC on the feedback, and a pacer
-    // (whose own default start rate would be 1 Mbps until the first estimate).
-    let gcc = ReportingGcc::new(f64::from(start_bps), f64::from(GCC_MIN_BPS), f64::from(max_bps) * 1.5, stats.clone());
-    registry = configure_twcc(registry, &mut media).map_err(webrtc_err)?;
-    registry = registry
-        .with(Slot::CongestionControl, CongestionControlBuilder::new(gcc).build())
-        .with(Slot::Pacer, PacerBuilder::new().with_target_bitrate(f64::from(start_bps) * PACING_FACTOR).build());
-    registry = registry
-        .with(Slot::from(500), RtcpTap::new(stats.clone()))
-        .with(Slot::from(14_000), KeyframeRequestForwarder::default());
-    Ok((media, registry))
+    crate::sendside::configure(media, stats, max_bps)
 }
 
 /// Answers a viewer's offer; on success the viewer is registered and its
@@ -99,7 +73,7 @@ pub(crate) async fn accept_offer(
 ) -> Result<(String, String)> {
     let stats = Arc::new(ViewerStats::new());
     let range = shared.range();
-    let (media, registry) = media_engine_and_registry(&stats, shared.start_bps(), range.ceiling_bps)?;
+    let (media, registry) = media_engine_and_registry(&stats, range.ceiling_bps)?;
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         // a=setup:passive: the browser starts DTLS as soon as ICE connects.

@@ -193,6 +193,13 @@ impl Share {
         &self.shared.stats
     }
 
+    /// The send backlog the encoder should respect (the longest send queue
+    /// among the viewers the rate follows), updated every 50 ms. The
+    /// encoder skips frames while it is long (see `peep_encode::budget`).
+    pub fn send_backlog(&self) -> crate::rate::SendBacklog {
+        self.shared.backlog.clone()
+    }
+
     /// Sends one encoded frame (Annex-B) to every connected viewer. Never
     /// blocks; see the module docs for what happens to slow viewers.
     pub fn send_frame(&self, data: &[u8], keyframe: bool, captured_at: Instant) {
@@ -218,6 +225,14 @@ impl Share {
             }
             if !keyframe && s.needs_keyframe.load(Ordering::Relaxed) {
                 s.frames_skipped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if s.pacer_queue() > crate::hub::VIEWER_DROP_QUEUE {
+                // Its link is far slower than the rate (it is not the one the
+                // encoder follows): skip frames until a keyframe.
+                s.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                s.needs_keyframe.store(true, Ordering::Relaxed);
+                v.recovering.store(true, Ordering::Relaxed);
                 continue;
             }
             match v.queue.try_send(frame.clone()) {

@@ -56,6 +56,22 @@ pub struct ViewerStats {
     pub fir: AtomicU64,
     /// NACK packets received.
     pub nack: AtomicU64,
+    /// Time the send queue (pacer) takes to drain at the pacing rate, µs.
+    pub pacer_queue_us: AtomicU64,
+    /// Packets retransmitted (including redundant copies under loss).
+    pub retransmissions: AtomicU64,
+    /// Probe clusters sent.
+    pub probes: AtomicU64,
+    /// Padding bytes sent for probes.
+    pub padding_bytes: AtomicU64,
+    /// Queued frames a keyframe superseded in the pacer.
+    pub frames_superseded: AtomicU64,
+    /// Whether the sender is application-limited (static content).
+    pub app_limited: AtomicBool,
+    /// Loss in the estimator's last loss window (transport feedback), in 1/256.
+    pub feedback_loss_256: AtomicU32,
+    /// The send side asks for a keyframe (after an outage, or a stale queue).
+    pub(crate) sender_wants_keyframe: AtomicBool,
     /// The next frame sent to this viewer must be a keyframe.
     pub(crate) needs_keyframe: AtomicBool,
 }
@@ -71,6 +87,11 @@ impl ViewerStats {
     /// The viewer's state.
     pub fn state(&self) -> ViewerState {
         ViewerState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// Time the send queue takes to drain.
+    pub fn pacer_queue(&self) -> Duration {
+        Duration::from_micros(self.pacer_queue_us.load(Ordering::Relaxed))
     }
 
     pub(crate) fn set_state(&self, state: ViewerState) {
@@ -105,6 +126,14 @@ pub struct ViewerSnapshot {
     pub frames_skipped: u64,
     /// Keyframe requests (PLI + FIR) from this viewer's decoder.
     pub keyframe_requests: u64,
+    /// Time the send queue takes to drain, ms.
+    pub queue_ms: u32,
+    /// Packets retransmitted.
+    pub retransmissions: u64,
+    /// NACK packets received.
+    pub nacks: u64,
+    /// PLI packets received.
+    pub plis: u64,
 }
 
 impl ViewerSnapshot {
@@ -123,6 +152,10 @@ impl ViewerSnapshot {
             frames_dropped: s.frames_dropped.load(Ordering::Relaxed),
             frames_skipped: s.frames_skipped.load(Ordering::Relaxed),
             keyframe_requests: s.pli.load(Ordering::Relaxed) + s.fir.load(Ordering::Relaxed),
+            queue_ms: (s.pacer_queue_us.load(Ordering::Relaxed) / 1000).min(u64::from(u32::MAX)) as u32,
+            retransmissions: s.retransmissions.load(Ordering::Relaxed),
+            nacks: s.nack.load(Ordering::Relaxed),
+            plis: s.pli.load(Ordering::Relaxed),
         }
     }
 }

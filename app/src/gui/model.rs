@@ -75,6 +75,10 @@ pub struct Status {
     pub dropped: u64,
     /// Unchanged ticks skipped.
     pub skipped: u64,
+    /// Frames the frame dropper skipped (encoder over budget, or a long send queue).
+    pub dropper_skipped: u64,
+    /// Whether the link, not the frame-rate setting, limits the frame rate.
+    pub fps_limited_by_link: bool,
 }
 
 /// What the worker tells the GUI.
@@ -497,6 +501,10 @@ mod tests {
             frames_dropped: 0,
             frames_skipped: 0,
             keyframe_requests: 0,
+            queue_ms: 40,
+            retransmissions: 7,
+            nacks: 3,
+            plis: 1,
         };
         for i in 0..(HISTORY + 10) {
             m.apply(Event::Status(Status {

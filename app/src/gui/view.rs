@@ -183,8 +183,15 @@ fn sharing(ui: &mut egui::Ui, model: &mut Model, commands: &mut Vec<Command>) {
     }
     let s = model.status.clone();
     ui.label(format!(
-        "{:.1} fps | {:.0} kbps (target {:.0}) | encode {:.1} ms | dropped {} | unchanged {}",
-        s.fps, s.kbps, s.target_kbps, s.encode_ms, s.dropped, s.skipped
+        "{:.1} fps{} | {:.0} kbps (target {:.0}) | encode {:.1} ms | dropped {} | skipped for the link {} | unchanged {}",
+        s.fps,
+        if s.fps_limited_by_link { " (limited by the link)" } else { "" },
+        s.kbps,
+        s.target_kbps,
+        s.encode_ms,
+        s.dropped,
+        s.dropper_skipped,
+        s.skipped
     ));
     ui.horizontal(|ui| {
         for (i, name) in ["fps", "kbps", "encode ms"].iter().enumerate() {
@@ -197,7 +204,7 @@ fn sharing(ui: &mut egui::Ui, model: &mut Model, commands: &mut Vec<Command>) {
     ui.separator();
     ui.strong(format!("Viewers ({})", s.viewers.len()));
     egui::Grid::new("viewers").striped(true).show(ui, |ui| {
-        for h in ["address", "state", "RTT", "estimate", "connected", ""] {
+        for h in ["address", "state", "RTT", "estimate", "queue", "rtx", "NACK/PLI", "connected", ""] {
             ui.small(h);
         }
         ui.end_row();
@@ -206,6 +213,9 @@ fn sharing(ui: &mut egui::Ui, model: &mut Model, commands: &mut Vec<Command>) {
             ui.label(format!("{:?}", v.state).to_lowercase());
             ui.label(v.rtt.map_or("-".into(), |r| format!("{:.1} ms", r.as_secs_f64() * 1e3)));
             ui.label(format!("{} kbps", v.estimate_bps / 1000));
+            ui.label(format!("{} ms", v.queue_ms));
+            ui.label(v.retransmissions.to_string());
+            ui.label(format!("{}/{}", v.nacks, v.plis));
             ui.label(format!("{}s", v.connected_for.as_secs()));
             if ui.button("Kick").clicked() {
                 commands.push(model.kick(&v.id));

@@ -165,6 +165,8 @@ fn status(s: &Session, last: &mut (Instant, u64, u64)) -> Status {
         encode_ms: p.encode_time.quantile(0.5).as_secs_f32() * 1e3,
         dropped: p.frames_dropped.load(Relaxed),
         skipped: s.capture_stats().frames_unchanged.load(Relaxed),
+        dropper_skipped: p.frames_skipped_budget.load(Relaxed) + p.frames_skipped_backlog.load(Relaxed),
+        fps_limited_by_link: p.fps_limited_by_link.load(Relaxed),
     };
     *last = (Instant::now(), frames, bytes);
     status
