@@ -158,9 +158,12 @@ impl Shared {
             self.request_keyframe(KeyframeReason::Recovery);
         }
         self.poll_keyframes(now);
+        // A viewer whose feedback stopped (an outage: its path is gone, or
+        // it vanished) neither sets the rate nor makes the encoder skip
+        // frames for everyone; its own frames are dropped (`crate::share`).
         let viewers: Vec<(f64, std::time::Duration)> = lock(&self.viewers)
             .values()
-            .filter(|v| v.stats.state() == ViewerState::Connected)
+            .filter(|v| v.stats.state() == ViewerState::Connected && !v.stats.in_outage.load(Ordering::Relaxed))
             .map(|v| (v.stats.estimate_bps.load(Ordering::Relaxed) as f64, v.stats.pacer_queue()))
             .collect();
         self.backlog.set(lock(&self.rate).governing_backlog(viewers.iter().copied()));

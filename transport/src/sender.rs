@@ -27,6 +27,14 @@ pub const STALE_QUEUE: Duration = Duration::from_millis(600);
 /// At most one stale-queue keyframe request per this long.
 pub const STALE_QUEUE_INTERVAL: Duration = Duration::from_secs(2);
 
+/// In an outage (no feedback for a second while sending: the path is gone,
+/// or the viewer vanished without a goodbye) media is held, not blasted
+/// into the void at the frozen estimate: one packet leaves per this long,
+/// enough for feedback to resume as soon as the path returns. Meanwhile
+/// the queue ages; the share then drops whole frames for this viewer alone
+/// (`hub::VIEWER_DROP_QUEUE`) until it can take a keyframe.
+pub const OUTAGE_TRICKLE: Duration = Duration::from_millis(250);
+
 /// How long retransmissions are remembered, to keep them out of the loss
 /// statistics when their feedback arrives.
 const RTX_LOG_AGE: Duration = Duration::from_secs(3);
@@ -44,6 +52,8 @@ pub struct SendStats {
     pub pacing_bps: f64,
     /// Whether the sender is application-limited.
     pub app_limited: bool,
+    /// Whether feedback stopped while sending (see [`OUTAGE_TRICKLE`]).
+    pub in_outage: bool,
 }
 
 /// Estimator + pacer for one viewer.
@@ -55,6 +65,10 @@ pub struct SendController<P> {
     rtx_log: VecDeque<(Instant, u16)>,
     keyframe_needed: bool,
     last_stale_request: Option<Instant>,
+    /// When the last packet left, for the outage trickle.
+    last_release: Option<Instant>,
+    /// The latest time seen, for the queue's age in snapshots.
+    last_now: Option<Instant>,
 }
 
 impl<P: Paced> SendController<P> {
@@ -62,7 +76,15 @@ impl<P: Paced> SendController<P> {
     pub fn new(config: BweConfig) -> Self {
         let bwe = Bwe::new(config);
         let pacer = Pacer::new(bwe.target_bps());
-        Self { bwe, pacer, rtx_log: VecDeque::new(), keyframe_needed: false, last_stale_request: None }
+        Self {
+            bwe,
+            pacer,
+            rtx_log: VecDeque::new(),
+            keyframe_needed: false,
+            last_stale_request: None,
+            last_release: None,
+            last_now: None,
+        }
     }
 
     /// The estimate, bps.
@@ -81,9 +103,15 @@ impl<P: Paced> SendController<P> {
         self.pacer.set_estimate(self.bwe.target_bps());
     }
 
-    /// Time to drain the queue at the pacing rate.
+    /// How long the queue holds media: the time to drain it at the pacing
+    /// rate, or in an outage (when nothing drains) at least the age of its
+    /// oldest packet.
     pub fn queue_delay(&self) -> Duration {
-        self.pacer.queue_delay()
+        let drain = self.pacer.queue_delay();
+        match self.last_now {
+            Some(now) if self.bwe.in_outage() => drain.max(self.pacer.oldest_wait(now)),
+            _ => drain,
+        }
     }
 
     /// Sets the sequence number of the first packet sent.
@@ -93,6 +121,7 @@ impl<P: Paced> SendController<P> {
 
     /// Queues a media packet.
     pub fn enqueue(&mut self, now: Instant, packet: P) {
+        self.last_now = Some(now);
         self.pacer.enqueue(now, packet);
     }
 
@@ -137,6 +166,11 @@ impl<P: Paced> SendController<P> {
 
     /// The next packet to send now, if any. Call until `None`.
     pub fn poll_release(&mut self, now: Instant) -> Option<Release<P>> {
+        self.last_now = Some(now);
+        if self.bwe.in_outage() && self.last_release.is_some_and(|t| now.saturating_duration_since(t) < OUTAGE_TRICKLE)
+        {
+            return None;
+        }
         if !self.pacer.probing()
             && let Some(cluster) = self.bwe.take_probe(now)
         {
@@ -144,6 +178,7 @@ impl<P: Paced> SendController<P> {
         }
         let probe = self.pacer.probe_id();
         let (release, finished) = self.pacer.poll_release(now)?;
+        self.last_release = Some(now);
         self.bwe.set_app_limited(self.pacer.app_limited());
         let size = match &release {
             Release::Media { packet, .. } => packet.size(),
@@ -170,10 +205,12 @@ impl<P: Paced> SendController<P> {
 
     /// Periodic work (the estimator's ticks).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = Some(now);
         if self.bwe.poll_timeout().is_some_and(|t| t <= now) {
             self.bwe.handle_timeout(now);
             self.pacer.set_estimate(self.bwe.target_bps());
-            if self.pacer.queue_delay() > STALE_QUEUE
+            if !self.bwe.in_outage()
+                && self.pacer.queue_delay() > STALE_QUEUE
                 && self.last_stale_request.is_none_or(|t| now.saturating_duration_since(t) >= STALE_QUEUE_INTERVAL)
             {
                 self.last_stale_request = Some(now);
@@ -184,7 +221,11 @@ impl<P: Paced> SendController<P> {
 
     /// When [`SendController::handle_timeout`] / [`SendController::poll_release`] should run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.pacer.poll_timeout(), self.bwe.poll_timeout()) {
+        let pacer = match (self.pacer.poll_timeout(), self.last_release) {
+            (Some(at), Some(last)) if self.bwe.in_outage() => Some(at.max(last + OUTAGE_TRICKLE)),
+            (at, _) => at,
+        };
+        match (pacer, self.bwe.poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -195,9 +236,10 @@ impl<P: Paced> SendController<P> {
         SendStats {
             bwe: self.bwe.stats(),
             pacer: self.pacer.stats(),
-            queue_delay: self.pacer.queue_delay(),
+            queue_delay: self.queue_delay(),
             pacing_bps: self.pacer.pacing_bps(),
             app_limited: self.pacer.app_limited(),
+            in_outage: self.bwe.in_outage(),
         }
     }
 }

@@ -241,6 +241,7 @@ impl SendSide {
         v.padding_bytes.store(s.pacer.padding_bytes, Ordering::Relaxed);
         v.frames_superseded.store(s.pacer.frames_superseded, Ordering::Relaxed);
         v.app_limited.store(s.app_limited, Ordering::Relaxed);
+        v.in_outage.store(s.in_outage, Ordering::Relaxed);
         if let Some(loss) = s.bwe.loss {
             v.feedback_loss_256.store((loss * 256.0) as u32, Ordering::Relaxed);
         }

@@ -68,6 +68,9 @@ pub struct ViewerStats {
     pub frames_superseded: AtomicU64,
     /// Whether the sender is application-limited (static content).
     pub app_limited: AtomicBool,
+    /// Whether its send side is in an outage (no feedback for a second
+    /// while sending).
+    pub in_outage: AtomicBool,
     /// Loss in the estimator's last loss window (transport feedback), in 1/256.
     pub feedback_loss_256: AtomicU32,
     /// The send side asks for a keyframe (after an outage, or a stale queue).
