@@ -84,6 +84,10 @@ struct ShareArgs {
     /// Stop after this many seconds (default: until Ctrl-C).
     #[arg(long)]
     seconds: Option<f64>,
+    /// Print one JSON line of statistics (sender, encoder, every viewer) to
+    /// stdout every 200 ms, for the network lab's scenarios.
+    #[arg(long, hide = true)]
+    stats_json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -299,6 +303,9 @@ fn share(args: ShareArgs) -> Result<()> {
     while !interrupted.load(Relaxed) && deadline.is_none_or(|d| Instant::now() < d) && !session.is_finished() {
         std::thread::sleep(Duration::from_millis(200));
         let now = Instant::now();
+        if args.stats_json {
+            print_stats_json(&session)?;
+        }
         if now - last.0 >= Duration::from_secs(1) {
             let stats = session.pipeline_stats();
             let (frames, bytes) = (stats.frames_encoded.load(Relaxed), stats.bytes.load(Relaxed));
@@ -318,6 +325,35 @@ fn share(args: ShareArgs) -> Result<()> {
     let result = session.stop();
     eprintln!("peep: share ended");
     result
+}
+
+/// One line of `share --stats-json`: wall-clock time (ms since the UNIX
+/// epoch, to line up with the receiver's timestamps), cumulative counters,
+/// the encoder's target and every viewer's snapshot.
+fn print_stats_json(session: &crate::session::Session) -> Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let p = session.pipeline_stats();
+    let share = session.share().stats();
+    let t_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1e3)
+        .unwrap_or(0.0);
+    let line = serde_json::json!({
+        "t_ms": t_ms,
+        "frames_encoded": p.frames_encoded.load(Relaxed),
+        "frames_dropped": p.frames_dropped.load(Relaxed),
+        "frames_skipped_by_encoder": p.frames_skipped_by_encoder.load(Relaxed),
+        "keyframes": p.keyframes.load(Relaxed),
+        "bytes": p.bytes.load(Relaxed),
+        "target_bps": share.target_bps.load(Relaxed),
+        "keyframe_requests": share.keyframe_requests.load(Relaxed),
+        "keyframes_forced": share.keyframes_forced.load(Relaxed),
+        "viewers": session.share().viewers(),
+    });
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
 }
 
 fn pipeline_summary(p: &Pipeline, elapsed: Duration, written: u64) -> String {
