@@ -42,6 +42,13 @@ enum Command {
         /// Stop after this many seconds (0: run until killed).
         #[arg(long, default_value_t = 0.0)]
         seconds: f64,
+        /// Switch to this scene after `--after` seconds (a full-screen
+        /// change); prints `switch UNIX_MS` on stdout when drawn.
+        #[arg(long, requires = "after")]
+        then: Option<String>,
+        /// Seconds before switching to `--then`.
+        #[arg(long)]
+        after: Option<f64>,
     },
 }
 
@@ -151,7 +158,9 @@ pub fn run() -> Result<()> {
         Some(Command::Record(args)) => record(args),
         Some(Command::Share(args)) => share(args),
         #[cfg(target_os = "linux")]
-        Some(Command::DemoWindow { scene, fps, seconds }) => demo_window(&scene, fps, seconds),
+        Some(Command::DemoWindow { scene, fps, seconds, then, after }) => {
+            demo_window(&scene, fps, seconds, then.as_deref().zip(after))
+        }
         #[cfg(not(target_os = "linux"))]
         Some(Command::DemoWindow { .. }) => bail!("demo-window needs X11"),
         None if crate::gui::display_available() => crate::gui::run(),
@@ -384,21 +393,25 @@ fn pipeline_summary(p: &Pipeline, elapsed: Duration, written: u64) -> String {
 }
 
 #[cfg(target_os = "linux")]
-fn demo_window(scene: &str, fps: f32, seconds: f64) -> Result<()> {
+fn demo_window(scene: &str, fps: f32, seconds: f64, then: Option<(&str, f64)>) -> Result<()> {
     use peep_capture::backend::x11::X11Session;
     use peep_capture::marks::FrameMark;
     use peep_capture::synthetic::Scene;
     use peep_capture::synthetic::SyntheticScene;
     use peep_capture::testing::DemoWindow;
-    let scene = Scene::from_name(scene)
-        .with_context(|| format!("unknown scene {scene:?} (static, typing, scrolling, moving)"))?;
+    let parse = |name: &str| {
+        Scene::from_name(name).with_context(|| format!("unknown scene {name:?} (static, typing, scrolling, moving)"))
+    };
+    let scene = parse(scene)?;
+    let mut then =
+        then.map(|(name, after)| parse(name).map(|s| (s, Duration::from_secs_f64(after.max(0.0))))).transpose()?;
     let session = X11Session::connect()?;
     let (w, h) = {
         let screen = session.list_displays()?;
         (screen[0].width, screen[0].height)
     };
     let mut window = DemoWindow::open(session.connection().clone(), 0, 0, w as u16, h as u16, "Peep demo")?;
-    let content = SyntheticScene::new(w as usize, h as usize, scene);
+    let mut content = SyntheticScene::new(w as usize, h as usize, scene);
     let mut frame = vec![0u8; w as usize * h as usize * 4];
     let period = Duration::from_secs_f32(1.0 / fps.clamp(0.1, 240.0));
     let started = Instant::now();
@@ -407,9 +420,20 @@ fn demo_window(scene: &str, fps: f32, seconds: f64) -> Result<()> {
         if seconds > 0.0 && started.elapsed().as_secs_f64() >= seconds {
             break;
         }
-        if index == 0 || content.changed(index) {
-            content.render(index, &mut frame, w as usize * 4, FrameMark::now(index as u32));
+        let switch = then.filter(|&(_, after)| started.elapsed() >= after).map(|(next, _)| next);
+        if let Some(next) = switch {
+            content = SyntheticScene::new(w as usize, h as usize, next);
+            then = None;
+        }
+        if index == 0 || switch.is_some() || content.changed(index) {
+            let mark = FrameMark::now(index as u32);
+            content.render(index, &mut frame, w as usize * 4, mark);
             window.show(&frame, w, h, w as usize * 4)?;
+            if switch.is_some() {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "switch {}", mark.timestamp_ms)?;
+                out.flush()?;
+            }
         }
         next += period;
         let now = Instant::now();

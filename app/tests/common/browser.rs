@@ -76,6 +76,18 @@ window.__peepReadMark = () => {
 };
 "#;
 
+/// How to start Chromium.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Launch<'a> {
+    /// Extra command-line flags.
+    pub extra_args: &'a [&'a str],
+    /// Run inside this network namespace (`ip netns exec`).
+    pub netns: Option<&'a str>,
+    /// Run with a window on this X display instead of headless (screen
+    /// capture with getDisplayMedia needs it).
+    pub display: Option<&'a str>,
+}
+
 /// A running Chromium.
 pub struct Browser {
     child: Child,
@@ -99,6 +111,13 @@ impl Browser {
 
     /// Starts headless Chromium with extra command-line flags.
     pub fn launch_with(extra_args: &[&str]) -> Self {
+        Self::launch_opts(&Launch { extra_args, ..Launch::default() })
+    }
+
+    /// Starts Chromium as `launch` says (in a network namespace, with a
+    /// window on an X display, …).
+    pub fn launch_opts(launch: &Launch<'_>) -> Self {
+        let extra_args = launch.extra_args;
         assert!(
             std::path::Path::new(CHROMIUM).exists(),
             "browser tests need Debian's Chromium: install it with `apt-get install chromium`"
@@ -109,9 +128,24 @@ impl Browser {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
         ));
         std::fs::create_dir_all(&profile).expect("profile dir");
-        let mut child = Command::new(CHROMIUM)
+        let mut command = match launch.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, CHROMIUM]);
+                c
+            }
+            None => Command::new(CHROMIUM),
+        };
+        match launch.display {
+            Some(display) => {
+                command.env("DISPLAY", display);
+            }
+            None => {
+                command.arg("--headless");
+            }
+        }
+        let mut child = command
             .args([
-                "--headless",
                 "--no-sandbox",
                 "--disable-gpu",
                 "--disable-quic",
@@ -148,7 +182,13 @@ impl Browser {
             }
         });
         let url = rx.recv_timeout(Duration::from_secs(30)).expect("Chromium printed its DevTools address");
-        let (ws, _) = tungstenite::connect(url.as_str()).expect("connect to DevTools");
+        // DevTools listens on the loopback of Chromium's namespace: connect from there.
+        let ws = match launch.netns {
+            Some(ns) => peep_netlab::netns::run_in(ns, move || tungstenite::connect(url.as_str()).map(|c| c.0))
+                .expect("enter the browser's namespace"),
+            None => tungstenite::connect(url.as_str()).map(|c| c.0),
+        }
+        .expect("connect to DevTools");
         Self { child, ws, next_id: 0, profile }
     }
 
@@ -174,25 +214,34 @@ impl Browser {
 
     /// Opens a tab at `url` with the loopback shim and the mark reader installed.
     pub fn open(&mut self, url: &str) -> Page {
+        self.open_with_scripts(url, &format!("{LOOPBACK_SHIM}\n{MARK_READER}"), true)
+    }
+
+    /// Opens a tab at `url` with `script` run before the page's own scripts
+    /// (no camera shim: for hosts in namespaces, whose default-route
+    /// interface Chromium gathers without any permission).
+    pub fn open_plain(&mut self, url: &str, script: &str) -> Page {
+        self.open_with_scripts(url, script, false)
+    }
+
+    fn open_with_scripts(&mut self, url: &str, script: &str, grant_camera: bool) -> Page {
         // Each viewer in its own window, so none is a hidden background tab.
         let target = self.call(None, "Target.createTarget", json!({ "url": "about:blank", "newWindow": true }));
         let target_id = target["targetId"].as_str().expect("targetId").to_owned();
         let attached = self.call(None, "Target.attachToTarget", json!({ "targetId": target_id, "flatten": true }));
         let session_id = attached["sessionId"].as_str().expect("sessionId").to_owned();
         let page = Page { target_id, session_id };
-        let origin = url.split('/').take(3).collect::<Vec<_>>().join("/");
-        self.call(
-            None,
-            "Browser.grantPermissions",
-            json!({ "origin": origin, "permissions": ["videoCapture", "audioCapture"] }),
-        );
+        if grant_camera {
+            let origin = url.split('/').take(3).collect::<Vec<_>>().join("/");
+            self.call(
+                None,
+                "Browser.grantPermissions",
+                json!({ "origin": origin, "permissions": ["videoCapture", "audioCapture"] }),
+            );
+        }
         self.call(Some(&page.session_id), "Page.enable", json!({}));
         self.call(Some(&page.session_id), "Emulation.setFocusEmulationEnabled", json!({ "enabled": true }));
-        self.call(
-            Some(&page.session_id),
-            "Page.addScriptToEvaluateOnNewDocument",
-            json!({ "source": format!("{LOOPBACK_SHIM}\n{MARK_READER}") }),
-        );
+        self.call(Some(&page.session_id), "Page.addScriptToEvaluateOnNewDocument", json!({ "source": script }));
         self.navigate(&page, url);
         page
     }
@@ -209,10 +258,20 @@ impl Browser {
 
     /// Evaluates `expression` (awaiting promises) and returns its value.
     pub fn eval(&mut self, page: &Page, expression: &str) -> Value {
+        self.eval_opts(page, expression, false)
+    }
+
+    /// Like [`Browser::eval`], as if the user had just clicked (APIs such as
+    /// getDisplayMedia want a user gesture).
+    pub fn eval_gesture(&mut self, page: &Page, expression: &str) -> Value {
+        self.eval_opts(page, expression, true)
+    }
+
+    fn eval_opts(&mut self, page: &Page, expression: &str, user_gesture: bool) -> Value {
         let r = self.call(
             Some(&page.session_id),
             "Runtime.evaluate",
-            json!({ "expression": expression, "awaitPromise": true, "returnByValue": true }),
+            json!({ "expression": expression, "awaitPromise": true, "returnByValue": true, "userGesture": user_gesture }),
         );
         if let Some(ex) = r.get("exceptionDetails") {
             panic!("{expression} threw: {ex}");

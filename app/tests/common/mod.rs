@@ -4,6 +4,7 @@
 pub mod browser;
 pub mod lab;
 pub mod netns;
+pub mod scenario;
 
 use openh264::decoder::Decoder;
 use openh264::formats::YUVSource;
