@@ -626,7 +626,9 @@ fn parse_frames(v: &Value) -> Vec<Frame> {
     frames
 }
 
-fn parse_rx(v: &Value) -> (Vec<Rx>, u32) {
+/// Receiver samples from the probe, counters made cumulative across the
+/// page's reconnections; also the number of connections.
+pub fn parse_rx(v: &Value) -> (Vec<Rx>, u32) {
     // Counters restart with each new peer connection: carry the previous ones' totals.
     const CUMULATIVE: [&str; 10] = [
         "framesDecoded",
