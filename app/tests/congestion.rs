@@ -11,6 +11,7 @@
 //!   every 2-s window and at least 2 fps on average (the frame-rate
 //!   governor's floor; today's GCC delivers ≈ 3 fps here), with new
 //!   pictures (marks) reaching the screen.
+//!
 //! The issue 9 scenarios (tests/links.rs) hold the stricter bounds.
 
 mod common;

@@ -8,9 +8,9 @@
 //!   the receiver opens Peep's own viewer page;
 //! * [`Sender::Chrome`]: Chromium (a window on the same Xvfb, moved off the
 //!   visible screen) sharing the X screen with `getDisplayMedia`,
-//!   `contentHint = 'detail'`, H.264 preferred (the same OpenH264 Peep
-//!   uses), to a minimal receiving page; the harness carries offer and
-//!   answer over DevTools. This is libwebrtc's own screen-share sender.
+//!   `contentHint = 'detail'`, with Chrome's default codec (VP8), to a
+//!   minimal receiving page; the harness carries offer and answer over
+//!   DevTools. This is libwebrtc's own screen-share sender.
 //!
 //! Both receivers run the same probe ([`PROBE`]): it records every
 //! presented frame (display time, mark counter and timestamp) and samples
@@ -86,7 +86,7 @@ pub const PROBE: &str = r#"
 })();
 "#;
 
-/// The Chrome sender: share the X screen, offer H.264 first, sample the
+/// The Chrome sender: share the X screen, sample the
 /// outbound stats every 200 ms; resolves to the offer (ICE complete).
 const CHROME_SEND: &str = r#"
 (async (width, height) => {
@@ -95,10 +95,8 @@ const CHROME_SEND: &str = r#"
   track.contentHint = 'detail';
   const pc = new RTCPeerConnection();
   window.__labTxPc = pc;
-  const transceiver = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
-  const codecs = RTCRtpSender.getCapabilities('video').codecs;
-  const h264 = codecs.filter((c) => c.mimeType === 'video/H264' && /42e01f/.test(c.sdpFmtpLine || '') && /packetization-mode=1/.test(c.sdpFmtpLine || ''));
-  transceiver.setCodecPreferences([...h264, ...codecs.filter((c) => !h264.includes(c))]);
+  // Chrome's default codec order (VP8 first): what its screen share sends by default.
+  pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
   await pc.setLocalDescription(await pc.createOffer());
   await new Promise((resolve) => {
     if (pc.iceGatheringState === 'complete') resolve();
@@ -546,7 +544,7 @@ pub fn run(scenario: &Scenario, sender: Sender) -> Run {
                 t0,
                 t0_ms,
                 page,
-                TxSource::Chrome(chrome, send_page),
+                TxSource::Chrome(Box::new(chrome), send_page),
                 vec![Box::new(send_page_server), Box::new(recv_page_server)],
             )
         }
@@ -554,6 +552,13 @@ pub fn run(scenario: &Scenario, sender: Sender) -> Run {
     let end = t0 + scenario.duration;
     while let Some(left) = end.checked_duration_since(Instant::now()) {
         std::thread::sleep(left.min(ms(500)));
+    }
+    if std::env::var_os("PEEP_LAB_DEBUG").is_some() {
+        let probe = "(() => { const v = document.getElementById('video'); const c = document.createElement('canvas'); \
+            c.width = v.videoWidth; c.height = v.videoHeight; const g = c.getContext('2d'); g.drawImage(v, 0, 0); \
+            const px = (x, y) => Array.from(g.getImageData(x, y, 1, 1).data).slice(0, 3); \
+            return { w: v.videoWidth, h: v.videoHeight, mark: window.__peepReadMark(), p: [px(10, 10), px(30, 30), px(50, 30), px(70, 30), px(600, 300)] }; })()";
+        eprintln!("receiver video: {}", receiver.eval(&page, probe));
     }
     let frames = receiver.eval(&page, "window.__lab.frames");
     let stats = receiver.eval(&page, "window.__lab.stats");
@@ -578,7 +583,7 @@ pub fn run(scenario: &Scenario, sender: Sender) -> Run {
 
 enum TxSource {
     Peep(Arc<Mutex<Vec<Value>>>),
-    Chrome(Browser, super::browser::Page),
+    Chrome(Box<Browser>, super::browser::Page),
 }
 
 fn num(v: &Value, k: &str) -> f64 {
