@@ -42,6 +42,13 @@ enum Command {
         /// Stop after this many seconds (0: run until killed).
         #[arg(long, default_value_t = 0.0)]
         seconds: f64,
+        /// Switch to this scene after `--after` seconds (a full-screen
+        /// change); prints `switch UNIX_MS` on stdout when drawn.
+        #[arg(long, requires = "after")]
+        then: Option<String>,
+        /// Seconds before switching to `--then`.
+        #[arg(long)]
+        after: Option<f64>,
     },
 }
 
@@ -84,6 +91,10 @@ struct ShareArgs {
     /// Stop after this many seconds (default: until Ctrl-C).
     #[arg(long)]
     seconds: Option<f64>,
+    /// Print one JSON line of statistics (sender, encoder, every viewer) to
+    /// stdout every 200 ms, for the network lab's scenarios.
+    #[arg(long, hide = true)]
+    stats_json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -152,7 +163,9 @@ pub fn run() -> Result<()> {
         Some(Command::Record(args)) => record(args),
         Some(Command::Share(args)) => share(args),
         #[cfg(target_os = "linux")]
-        Some(Command::DemoWindow { scene, fps, seconds }) => demo_window(&scene, fps, seconds),
+        Some(Command::DemoWindow { scene, fps, seconds, then, after }) => {
+            demo_window(&scene, fps, seconds, then.as_deref().zip(after))
+        }
         #[cfg(not(target_os = "linux"))]
         Some(Command::DemoWindow { .. }) => bail!("demo-window needs X11"),
         None if crate::gui::display_available() => crate::gui::run(),
@@ -304,6 +317,9 @@ fn share(args: ShareArgs) -> Result<()> {
     while !interrupted.load(Relaxed) && deadline.is_none_or(|d| Instant::now() < d) && !session.is_finished() {
         std::thread::sleep(Duration::from_millis(200));
         let now = Instant::now();
+        if args.stats_json {
+            print_stats_json(&session)?;
+        }
         if now - last.0 >= Duration::from_secs(1) {
             let stats = session.pipeline_stats();
             let (frames, bytes) = (stats.frames_encoded.load(Relaxed), stats.bytes.load(Relaxed));
@@ -356,6 +372,37 @@ fn status_line(
     )
 }
 
+/// One line of `share --stats-json`: wall-clock time (ms since the UNIX
+/// epoch, to line up with the receiver's timestamps), cumulative counters,
+/// the encoder's target and every viewer's snapshot.
+fn print_stats_json(session: &crate::session::Session) -> Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let p = session.pipeline_stats();
+    let share = session.share().stats();
+    let viewers = session.share().viewers();
+    let t_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1e3)
+        .unwrap_or(0.0);
+    let line = serde_json::json!({
+        "t_ms": t_ms,
+        "frames_encoded": p.frames_encoded.load(Relaxed),
+        "frames_dropped": p.frames_dropped.load(Relaxed),
+        "frames_skipped_by_encoder": p.frames_skipped_by_encoder.load(Relaxed),
+        "keyframes": p.keyframes.load(Relaxed),
+        "bytes": p.bytes.load(Relaxed),
+        "target_bps": share.target_bps.load(Relaxed),
+        "keyframe_requests": share.keyframe_requests.load(Relaxed),
+        "keyframes_forced": share.keyframes_forced.load(Relaxed),
+        "estimate_bps": viewers.iter().map(|v| v.estimate_bps).min(),
+        "viewers": viewers,
+    });
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}
+
 fn pipeline_summary(p: &Pipeline, elapsed: Duration, written: u64) -> String {
     use std::sync::atomic::Ordering::Relaxed;
     let (s, c) = (&p.stats, &p.capture_stats);
@@ -384,21 +431,25 @@ fn pipeline_summary(p: &Pipeline, elapsed: Duration, written: u64) -> String {
 }
 
 #[cfg(target_os = "linux")]
-fn demo_window(scene: &str, fps: f32, seconds: f64) -> Result<()> {
+fn demo_window(scene: &str, fps: f32, seconds: f64, then: Option<(&str, f64)>) -> Result<()> {
     use peep_capture::backend::x11::X11Session;
     use peep_capture::marks::FrameMark;
     use peep_capture::synthetic::Scene;
     use peep_capture::synthetic::SyntheticScene;
     use peep_capture::testing::DemoWindow;
-    let scene = Scene::from_name(scene)
-        .with_context(|| format!("unknown scene {scene:?} (static, typing, scrolling, moving)"))?;
+    let parse = |name: &str| {
+        Scene::from_name(name).with_context(|| format!("unknown scene {name:?} (static, typing, scrolling, moving)"))
+    };
+    let scene = parse(scene)?;
+    let mut then =
+        then.map(|(name, after)| parse(name).map(|s| (s, Duration::from_secs_f64(after.max(0.0))))).transpose()?;
     let session = X11Session::connect()?;
     let (w, h) = {
         let screen = session.list_displays()?;
         (screen[0].width, screen[0].height)
     };
     let mut window = DemoWindow::open(session.connection().clone(), 0, 0, w as u16, h as u16, "Peep demo")?;
-    let content = SyntheticScene::new(w as usize, h as usize, scene);
+    let mut content = SyntheticScene::new(w as usize, h as usize, scene);
     let mut frame = vec![0u8; w as usize * h as usize * 4];
     let period = Duration::from_secs_f32(1.0 / fps.clamp(0.1, 240.0));
     let started = Instant::now();
@@ -407,9 +458,20 @@ fn demo_window(scene: &str, fps: f32, seconds: f64) -> Result<()> {
         if seconds > 0.0 && started.elapsed().as_secs_f64() >= seconds {
             break;
         }
-        if index == 0 || content.changed(index) {
-            content.render(index, &mut frame, w as usize * 4, FrameMark::now(index as u32));
+        let switch = then.filter(|&(_, after)| started.elapsed() >= after).map(|(next, _)| next);
+        if let Some(next) = switch {
+            content = SyntheticScene::new(w as usize, h as usize, next);
+            then = None;
+        }
+        if index == 0 || switch.is_some() || content.changed(index) {
+            let mark = FrameMark::now(index as u32);
+            content.render(index, &mut frame, w as usize * 4, mark);
             window.show(&frame, w, h, w as usize * 4)?;
+            if switch.is_some() {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "switch {}", mark.timestamp_ms)?;
+                out.flush()?;
+            }
         }
         next += period;
         let now = Instant::now();

@@ -28,6 +28,13 @@ impl Xvfb {
     ///
     /// Fails with a message naming the Debian package when Xvfb is missing.
     pub fn start(width: u32, height: u32) -> std::result::Result<Self, String> {
+        Self::start_with(width, height, &[])
+    }
+
+    /// Like [`Xvfb::start`] with extra server arguments after the defaults
+    /// (e.g. `-extension RANDR`: Chromium's screen capturer cannot select
+    /// Xvfb's RandR monitor, and captures the whole screen without RandR).
+    pub fn start_with(width: u32, height: u32, extra_args: &[&str]) -> std::result::Result<Self, String> {
         let mut fds = [0; 2];
         // SAFETY: fds has room for two descriptors.
         if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
@@ -51,6 +58,7 @@ impl Xvfb {
                 "+extension",
                 "RANDR",
             ])
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -2,7 +2,9 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod lab;
 pub mod netns;
+pub mod scenario;
 
 use openh264::decoder::Decoder;
 use openh264::formats::YUVSource;
