@@ -91,6 +91,25 @@ pub(crate) struct Viewer {
     pub recovering: AtomicBool,
 }
 
+/// A WHIP publish while it is connected (`crate::whip`): fed frames like
+/// a viewer; the server's REMB, when it sends one, caps its estimate.
+pub(crate) struct Publish {
+    pub sink: Arc<Viewer>,
+    /// The server's REMB, bps (0: none received).
+    pub remb_bps: Arc<AtomicU64>,
+}
+
+impl Publish {
+    /// The congestion estimate for the server: GCC's, capped by its REMB.
+    pub fn estimate_bps(&self) -> u64 {
+        let gcc = self.sink.stats.estimate_bps.load(Ordering::Relaxed);
+        match self.remb_bps.load(Ordering::Relaxed) {
+            0 => gcc,
+            remb => gcc.min(remb),
+        }
+    }
+}
+
 /// State shared by the server, the viewer tasks and the [`Share`] handle.
 pub(crate) struct Shared {
     pub token: Secret,
@@ -98,6 +117,8 @@ pub(crate) struct Shared {
     pub throttle: Mutex<Throttle>,
     pub max_viewers: AtomicUsize,
     pub viewers: Mutex<HashMap<String, Arc<Viewer>>>,
+    /// Connected WHIP publishes, fed like viewers (not counted as viewers).
+    pub publishes: Mutex<Vec<Arc<Publish>>>,
     /// Offers being answered, counted against `max_viewers`.
     pub pending: AtomicUsize,
     pub(crate) keyframes: Mutex<KeyframeCoalescer>,
@@ -134,21 +155,30 @@ impl Shared {
 
     /// Periodic work: recovery keyframes, deferred keyframes and congestion control.
     pub fn tick(&self, now: Instant) {
-        let recovering = lock(&self.viewers).values().any(|v| {
+        let needs_recovery = |v: &Viewer| {
             v.stats.state() == ViewerState::Connected
                 && v.stats.needs_keyframe.load(Ordering::Relaxed)
                 && v.recovering.load(Ordering::Relaxed)
                 && v.queue.capacity() * 2 >= VIEWER_QUEUE_FRAMES
-        });
+        };
+        let recovering = lock(&self.viewers).values().any(|v| needs_recovery(v))
+            || lock(&self.publishes).iter().any(|p| needs_recovery(&p.sink));
         if recovering {
             self.request_keyframe(KeyframeReason::Recovery);
         }
         self.poll_keyframes(now);
-        let estimates: Vec<f64> = lock(&self.viewers)
+        let mut estimates: Vec<f64> = lock(&self.viewers)
             .values()
             .filter(|v| v.stats.state() == ViewerState::Connected)
             .map(|v| v.stats.estimate_bps.load(Ordering::Relaxed) as f64)
             .collect();
+        // A publish to a server is one more receiver the one encode must suit.
+        estimates.extend(
+            lock(&self.publishes)
+                .iter()
+                .filter(|p| p.sink.stats.state() == ViewerState::Connected)
+                .map(|p| p.estimate_bps() as f64),
+        );
         if let Some(bps) = lock(&self.rate).update(estimates, now) {
             self.stats.target_bps.store(u64::from(bps), Ordering::Relaxed);
             let _ = self.requests.try_send(EncoderRequest::SetBitrate(bps));
@@ -206,6 +236,7 @@ impl Shared {
             throttle: Mutex::new(Throttle::default()),
             max_viewers: AtomicUsize::new(max_viewers.max(1)),
             viewers: Mutex::new(HashMap::new()),
+            publishes: Mutex::new(Vec::new()),
             pending: AtomicUsize::new(0),
             keyframes: Mutex::new(KeyframeCoalescer::default()),
             rate: Mutex::new(RateController::new(bitrate)),

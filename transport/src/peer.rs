@@ -64,7 +64,10 @@ impl PeerConnectionEventHandler for Events {
     }
 }
 
-fn media_engine_and_registry(
+/// The media engine (H.264) and interceptors (NACK, RTCP reports, TWCC +
+/// GCC + pacer, RTCP tap, keyframe-request forwarding) of one peer
+/// connection; a WHIP publish (`crate::whip`) uses the same.
+pub(crate) fn media_engine_and_registry(
     stats: &Arc<ViewerStats>,
     start_bps: u32,
     max_bps: u32,
