@@ -88,7 +88,17 @@ fn assert_advancing(counters: &[u64], what: &str) {
 
 fn subscribe(b: &mut Browser, sfu: &Sfu, room: u32) -> Page {
     let page = b.open(&sfu.subscriber_page(room));
-    b.wait_for(&page, PLAYING, Duration::from_secs(20));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while b.eval(&page, PLAYING) != Value::Bool(true) {
+        if Instant::now() > deadline {
+            let state = b.eval(
+                &page,
+                "(async () => JSON.stringify({ state: sub.state, error: sub.error, stats: await sub.stats() }))()",
+            );
+            panic!("the Janus subscriber did not play within 20 s: {state}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     page
 }
 
