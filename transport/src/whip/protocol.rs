@@ -631,6 +631,27 @@ mod tests {
     }
 
     #[test]
+    fn a_real_janus_201_parses() {
+        // simple-whip-server + Janus 1.1.2's answer, as the fuzz seed keeps it
+        // (2 bytes of status, header lines, an empty line, the body).
+        let seed = include_bytes!("../../../fuzz/seeds/whip/janus-201-created.bin");
+        let text = std::str::from_utf8(&seed[2..]).expect("UTF-8");
+        let (head, body) = text.split_once("\n\n").expect("head and body");
+        let headers: Vec<(String, String)> = head
+            .lines()
+            .filter_map(|l| l.split_once(": "))
+            .map(|(n, v)| (n.to_ascii_lowercase(), v.to_owned()))
+            .collect();
+        let url = parse_endpoint("http://10.245.1.2:7080/whip/endpoint/e1").expect("url");
+        let Ok(PostOutcome::Created(c)) = interpret_post(&url, 201, &headers, body.as_bytes(), true) else {
+            panic!("created")
+        };
+        assert_eq!(c.resource.as_str(), "http://10.245.1.2:7080/whip/resource/e1");
+        assert!(c.accepts_patch && c.etag.is_some() && c.answer.contains("a=ice-ufrag:"));
+        assert_eq!(c.ice_servers.len(), 2);
+    }
+
+    #[test]
     fn absolute_location_elsewhere_is_kept() {
         let headers = h(&[("location", "https://media.example/session/9")]);
         let Ok(PostOutcome::Created(c)) = interpret_post(&endpoint(), 201, &headers, ANSWER.as_bytes(), true) else {
