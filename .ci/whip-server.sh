@@ -17,7 +17,8 @@ fi
 rm -rf "$dir" && mkdir -p "$dir"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-(cd "$work" && apt-get download -qq simple-whip-server)
+(cd "$work" && { apt-get download -qq simple-whip-server 2>/dev/null \
+    || { apt-get update -qq && apt-get download -qq simple-whip-server; }; })
 dpkg-deb -x "$work"/simple-whip-server_*.deb "$work/x"
 cp -r "$work/x/usr/share/simple-whip-server/src" "$dir/src"
 # src/config.js is a symlink to /etc in the package; the tests write their own.
