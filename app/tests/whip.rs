@@ -186,7 +186,16 @@ fn an_ice_restart_through_patch_keeps_the_session_and_the_picture() {
 
 /// `peep share --whip …` in the test's namespace, stdout and stderr piped.
 fn peep_share(sfu: &Sfu, whip_args: &[&str]) -> Child {
-    common::peep()
+    peep_share_with(sfu, whip_args, None)
+}
+
+/// [`peep_share`], trusting only the certificates in `ca` (if given).
+fn peep_share_with(sfu: &Sfu, whip_args: &[&str], ca: Option<&std::path::Path>) -> Child {
+    let mut command = common::peep();
+    if let Some(ca) = ca {
+        command.env("SSL_CERT_FILE", ca);
+    }
+    command
         .args(["share", "--source", "synthetic:typing", "--size", "640x360", "--port", "0", "--bind", sfu.host_ip()])
         .args(whip_args)
         .env("RUST_LOG", "debug")
@@ -244,10 +253,24 @@ fn cli_wrong_token_is_a_clear_error_and_the_token_is_never_printed() {
 }
 
 #[test]
-fn cli_publishes_until_ctrl_c_then_deletes_the_whip_resource() {
+fn cli_an_untrusted_https_certificate_is_a_clear_error() {
+    let sfu = sfu();
+    let endpoint = sfu.endpoint(None);
+    // The system's CAs do not include the test CA.
+    let mut child = peep_share(&sfu, &["--whip", &sfu.https_url(&endpoint)]);
+    let err = collect(child.stderr.take().expect("stderr"));
+    let status = wait_exit(&mut child, Duration::from_secs(20));
+    let err: String = err.try_iter().collect();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("TLS with the WHIP server at") && err.contains("SSL_CERT_FILE"), "{err}");
+}
+
+#[test]
+fn cli_publishes_over_https_until_ctrl_c_then_deletes_the_whip_resource() {
     let sfu = sfu();
     let endpoint = sfu.endpoint(Some("cli-token"));
-    let mut child = peep_share(&sfu, &["--whip", &endpoint.url, "--whip-token", "cli-token"]);
+    let url = sfu.https_url(&endpoint);
+    let mut child = peep_share_with(&sfu, &["--whip", &url, "--whip-token", "cli-token"], Some(&sfu.tls_ca()));
     let (out, err) = (collect(child.stdout.take().expect("stdout")), collect(child.stderr.take().expect("stderr")));
     let mut seen = String::new();
     wait_until("the status line to say the publish is live", Duration::from_secs(25), || {
@@ -256,7 +279,7 @@ fn cli_publishes_until_ctrl_c_then_deletes_the_whip_resource() {
     });
     assert!(sfu.endpoint_enabled(&endpoint) && sfu.publishers(endpoint.room).len() == 1, "Janus has the publisher");
     let stdout: String = out.try_iter().collect();
-    assert!(stdout.contains(&format!("Publishing (WHIP) to {}", sfu.whip_addr())), "{stdout}");
+    assert!(stdout.contains(&format!("Publishing (WHIP) to {}:7443", sfu.sfu_ip())), "{stdout}");
     assert!(!stdout.contains(&endpoint.id), "the URL's path is not printed: {stdout}");
 
     // Ctrl-C: the share ends and DELETEs the resource.

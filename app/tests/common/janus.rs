@@ -51,6 +51,7 @@ pub struct Sfu {
     pub dir: PathBuf,
     janus: Option<Child>,
     whip: Option<Child>,
+    tls_proxy: Option<Child>,
     next_room: AtomicU32,
     janus_starts: u32,
 }
@@ -193,8 +194,16 @@ impl Sfu {
         std::fs::write(dir.join("whip/web/janus-subscriber.html"), SUBSCRIBER_HTML).expect("page");
         std::fs::copy(JANUS_JS, dir.join("whip/web/janus.js")).expect("janus.js");
         std::fs::copy(ADAPTER_JS, dir.join("whip/web/adapter.js")).expect("adapter.js");
-        let mut sfu =
-            Self { ns, link, dir, janus: None, whip: None, next_room: AtomicU32::new(ROOMS.start), janus_starts: 0 };
+        let mut sfu = Self {
+            ns,
+            link,
+            dir,
+            janus: None,
+            whip: None,
+            tls_proxy: None,
+            next_room: AtomicU32::new(ROOMS.start),
+            janus_starts: 0,
+        };
         sfu.start_janus();
         let log = std::fs::File::create(sfu.dir.join("whip.log")).expect("log");
         let whip = sfu
@@ -213,7 +222,88 @@ impl Sfu {
         wait_until("simple-whip-server to answer", Duration::from_secs(20), || {
             http(&whip_addr, "GET", "/whip/endpoints", "text/plain", "").is_ok_and(|(s, _)| s == 200)
         });
+        sfu.start_tls_proxy();
         sfu
+    }
+
+    /// An HTTPS reverse proxy (Node's https module) in front of the WHIP
+    /// server, as deployments put one, with a certificate for the SFU's
+    /// address from a test CA (`ca.pem`; trust it with `SSL_CERT_FILE`).
+    fn start_tls_proxy(&mut self) {
+        let ip = self.sfu_ip().to_owned();
+        let d = self.dir.join("tls");
+        std::fs::create_dir_all(&d).expect("tls dir");
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(&d).output();
+            let out = out.unwrap_or_else(|e| panic!("openssl ({e}): install it with `apt-get install openssl`"));
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let mut ca = vec!["req", "-x509"];
+        ca.extend(ec);
+        ca.extend(["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=peep test CA"]);
+        ca.extend(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"]);
+        openssl(&ca);
+        let mut csr = vec!["req"];
+        csr.extend(ec);
+        csr.extend(["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=peep test SFU"]);
+        openssl(&csr);
+        std::fs::write(
+            d.join("server.ext"),
+            format!("subjectAltName=IP:{ip}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
+        )
+        .expect("ext");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
+        let proxy = format!(
+            "const https = require('https'), http = require('http'), fs = require('fs');\n\
+             https.createServer({{ cert: fs.readFileSync('server.pem'), key: fs.readFileSync('server.key') }}, (req, res) => {{\n\
+               const up = http.request({{ host: '{ip}', port: 7080, path: req.url, method: req.method, headers: req.headers }},\n\
+                 (r) => {{ res.writeHead(r.statusCode, r.headers); r.pipe(res); }});\n\
+               up.on('error', (e) => {{ res.writeHead(502); res.end(String(e)); }});\n\
+               req.pipe(up);\n\
+             }}).listen(7443, '{ip}', () => console.log('listening'));\n"
+        );
+        std::fs::write(d.join("proxy.js"), proxy).expect("proxy");
+        let log = std::fs::File::create(d.join("proxy.log")).expect("log");
+        let child = self
+            .ns
+            .command("node")
+            .arg("proxy.js")
+            .current_dir(&d)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start the TLS proxy");
+        self.tls_proxy = Some(child);
+        let addr = format!("{ip}:7443");
+        wait_until("the TLS proxy to listen", Duration::from_secs(10), || TcpStream::connect(&addr).is_ok());
+    }
+
+    /// The test CA that signed the TLS proxy's certificate.
+    pub fn tls_ca(&self) -> PathBuf {
+        self.dir.join("tls/ca.pem")
+    }
+
+    /// `endpoint`'s URL through the HTTPS proxy.
+    pub fn https_url(&self, endpoint: &Endpoint) -> String {
+        format!("https://{}:7443/whip/endpoint/{}", self.sfu_ip(), endpoint.id)
     }
 
     /// The test side's address on the link (bind the sharer here).
@@ -341,7 +431,7 @@ impl Sfu {
     }
 
     fn tear_down(&mut self) {
-        for child in [self.whip.take(), self.janus.take()].into_iter().flatten() {
+        for child in [self.tls_proxy.take(), self.whip.take(), self.janus.take()].into_iter().flatten() {
             let mut child = child;
             let _ = child.kill();
             let _ = child.wait();

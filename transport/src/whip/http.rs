@@ -114,13 +114,20 @@ async fn send_inner(call: Call<'_>) -> Result<Response, WhipError> {
         .body(Full::new(call.body))
         .map_err(|e| WhipError::new(WhipErrorKind::BadUrl, format!("cannot build the request: {e}")))?;
     if url.scheme() == "https" {
-        let config = tls_config().map_err(|e| network(url, e))?;
+        let config =
+            tls_config().map_err(|e| WhipError::new(WhipErrorKind::Tls, format!("HTTPS is not possible: {e}")))?;
         let name = rustls::pki_types::ServerName::try_from(connect_host.to_owned())
             .map_err(|_| network(url, "the host is not a valid TLS server name"))?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
-            .map_err(|e| network(url, format!("TLS: {e}")))?;
+        let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| {
+            WhipError::new(
+                WhipErrorKind::Tls,
+                format!(
+                    "TLS with the WHIP server at {} failed: {e} (a self-signed or private CA? point SSL_CERT_FILE \
+                         at its certificate)",
+                    display_host(url)
+                ),
+            )
+        })?;
         exchange(url, tls, request).await
     } else {
         exchange(url, tcp, request).await

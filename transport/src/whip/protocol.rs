@@ -48,6 +48,8 @@ pub enum WhipErrorKind {
     Protocol,
     /// The media connection could not be set up or was lost.
     Media,
+    /// TLS failed: most often the server's certificate is not trusted here.
+    Tls,
 }
 
 /// A failed WHIP exchange, in words a person can act on.
