@@ -413,7 +413,8 @@ async fn send_frames(
                         if session.accepts_patch && !restart_tried {
                             restart_tried = true;
                             if let Err(e) = ice_restart(pc, session, token, gathering).await {
-                                break Ended::Lost(e);
+                                let message = format!("lost the media connection to {}; {}", status.server, e.message);
+                                break Ended::Lost(WhipError { message, ..e });
                             }
                             status.ice_restarts.fetch_add(1, Ordering::Relaxed);
                         }
