@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use common::browser::{Browser, Page};
-use common::janus::{Sfu, sfu};
+use common::janus::{CAPPED_BPS, Sfu, sfu};
 use peep::pipeline::PipelineConfig;
 use peep::session::Session;
 use peep_capture::backend::synthetic::SyntheticBackend;
@@ -184,6 +184,23 @@ fn an_ice_restart_through_patch_keeps_the_session_and_the_picture() {
     assert!(status(&s).frames_sent > sent + 20, "frames keep flowing");
 }
 
+#[test]
+fn the_rooms_bitrate_cap_reaches_peep_as_remb_and_holds_the_encoder_under_it() {
+    let sfu = sfu();
+    let endpoint = sfu.capped_endpoint();
+    let s = session(&sfu);
+    publish(&s, &endpoint.url, None);
+    wait_live(&s, 1, Duration::from_secs(20));
+    // Without the cap, the estimate for the server starts at 1.5 Mbps and climbs.
+    let target = || s.share().stats().target_bps.load(Relaxed);
+    wait_until("Janus' REMB", Duration::from_secs(10), || status(&s).remb_bps > 0);
+    assert_eq!(status(&s).remb_bps, u64::from(CAPPED_BPS), "the room's bitrate, as Janus sends it");
+    wait_until("the encoder target to drop under the cap", Duration::from_secs(5), || {
+        target() <= u64::from(CAPPED_BPS)
+    });
+    assert!(status(&s).estimate_bps <= u64::from(CAPPED_BPS), "{:?}", status(&s));
+}
+
 /// `peep share --whip …` in the test's namespace, stdout and stderr piped.
 fn peep_share(sfu: &Sfu, whip_args: &[&str]) -> Child {
     peep_share_with(sfu, whip_args, None)
@@ -198,8 +215,8 @@ fn peep_share_with(sfu: &Sfu, whip_args: &[&str], ca: Option<&std::path::Path>) 
     command
         .args(["share", "--source", "synthetic:typing", "--size", "640x360", "--port", "0", "--bind", sfu.host_ip()])
         .args(whip_args)
-        .env("RUST_LOG", "debug")
-        .env("PEEP_LOG", "debug")
+        // Everything Peep logs, to check that no secret is among it.
+        .env("PEEP_LOG", "peep=trace,peep_transport=trace,debug")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -280,7 +297,9 @@ fn cli_publishes_over_https_until_ctrl_c_then_deletes_the_whip_resource() {
     assert!(sfu.endpoint_enabled(&endpoint) && sfu.publishers(endpoint.room).len() == 1, "Janus has the publisher");
     let stdout: String = out.try_iter().collect();
     assert!(stdout.contains(&format!("Publishing (WHIP) to {}:7443", sfu.sfu_ip())), "{stdout}");
-    assert!(!stdout.contains(&endpoint.id), "the URL's path is not printed: {stdout}");
+    for secret in [endpoint.id.as_str(), "cli-token"] {
+        assert!(!stdout.contains(secret) && !seen.contains(secret), "{secret} printed or logged: {stdout}\n{seen}");
+    }
 
     // Ctrl-C: the share ends and DELETEs the resource.
     // SAFETY: plain kill(2) on our own child's pid.

@@ -29,6 +29,10 @@ use super::netns::{Link, Netns};
 pub const DEFAULT_WHIP_SERVER_DIR: &str = "/var/tmp/peep-whip-server";
 /// Static VideoRoom rooms, one per endpoint a test asks for.
 pub const ROOMS: std::ops::Range<u32> = 1001..1041;
+/// A room whose publishers Janus caps at [`CAPPED_BPS`] (with REMB).
+pub const CAPPED_ROOM: u32 = 1099;
+/// The capped room's `bitrate`.
+pub const CAPPED_BPS: u32 = 400_000;
 const JANUS_JS: &str = "/usr/share/javascript/janus-gateway/janus.js";
 const ADAPTER_JS: &str = "/usr/share/javascript/webrtc-adapter/adapter.js";
 const SUBSCRIBER_HTML: &str = include_str!("janus-subscriber.html");
@@ -361,6 +365,15 @@ impl Sfu {
     pub fn endpoint_with(&self, token: Option<&str>, ice_servers: &[&str]) -> Endpoint {
         let room = self.next_room.fetch_add(1, Ordering::Relaxed);
         assert!(ROOMS.contains(&room), "more endpoints than rooms configured");
+        self.endpoint_in(room, token, ice_servers)
+    }
+
+    /// A WHIP endpoint on [`CAPPED_ROOM`] (once per fixture).
+    pub fn capped_endpoint(&self) -> Endpoint {
+        self.endpoint_in(CAPPED_ROOM, None, &[])
+    }
+
+    fn endpoint_in(&self, room: u32, token: Option<&str>, ice_servers: &[&str]) -> Endpoint {
         let id = format!("peep{room}");
         let mut body = json!({ "id": id, "room": room });
         if let Some(t) = token {
@@ -479,9 +492,9 @@ fn write_janus_config(dir: &Path, sfu_ip: &str) {
             // a subscriber needs one (not on a timer), so the tests see the
             // PLI a new subscriber causes.
             let mut rooms = String::from("general: {\n}\n");
-            for room in ROOMS {
+            for (room, bitrate) in ROOMS.map(|r| (r, 0)).chain([(CAPPED_ROOM, CAPPED_BPS)]) {
                 rooms.push_str(&format!(
-                    "room-{room}: {{\n  description = \"peep {room}\"\n  publishers = 1\n  bitrate = 0\n  fir_freq = 0\n  \
+                    "room-{room}: {{\n  description = \"peep {room}\"\n  publishers = 1\n  bitrate = {bitrate}\n  fir_freq = 0\n  \
                      videocodec = \"h264\"\n  audiocodec = \"opus\"\n}}\n"
                 ));
             }
