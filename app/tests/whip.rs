@@ -283,10 +283,11 @@ fn cli_an_untrusted_https_certificate_is_a_clear_error() {
 }
 
 #[test]
-fn cli_publishes_over_https_until_ctrl_c_then_deletes_the_whip_resource() {
+fn cli_publishes_over_https_through_a_redirect_until_ctrl_c_then_deletes_the_whip_resource() {
     let sfu = sfu();
     let endpoint = sfu.endpoint(Some("cli-token"));
-    let url = sfu.https_url(&endpoint);
+    let redirects = sfu.tls_proxy_log().matches("307 POST").count();
+    let url = sfu.redirecting_https_url(&endpoint);
     let mut child = peep_share_with(&sfu, &["--whip", &url, "--whip-token", "cli-token"], Some(&sfu.tls_ca()));
     let (out, err) = (collect(child.stdout.take().expect("stdout")), collect(child.stderr.take().expect("stderr")));
     let mut seen = String::new();
@@ -295,6 +296,7 @@ fn cli_publishes_over_https_until_ctrl_c_then_deletes_the_whip_resource() {
         seen.contains("whip live")
     });
     assert!(sfu.endpoint_enabled(&endpoint) && sfu.publishers(endpoint.room).len() == 1, "Janus has the publisher");
+    assert_eq!(sfu.tls_proxy_log().matches("307 POST").count(), redirects + 1, "the offer went through the 307");
     let stdout: String = out.try_iter().collect();
     assert!(stdout.contains(&format!("Publishing (WHIP) to {}:7443", sfu.sfu_ip())), "{stdout}");
     for secret in [endpoint.id.as_str(), "cli-token"] {

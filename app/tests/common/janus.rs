@@ -277,6 +277,11 @@ impl Sfu {
         let proxy = format!(
             "const https = require('https'), http = require('http'), fs = require('fs');\n\
              https.createServer({{ cert: fs.readFileSync('server.pem'), key: fs.readFileSync('server.key') }}, (req, res) => {{\n\
+               if (req.url.startsWith('/redirect/')) {{\n\
+                 console.log('307 ' + req.method);\n\
+                 res.writeHead(307, {{ Location: req.url.slice('/redirect'.length) }});\n\
+                 return res.end();\n\
+               }}\n\
                const up = http.request({{ host: '{ip}', port: 7080, path: req.url, method: req.method, headers: req.headers }},\n\
                  (r) => {{ res.writeHead(r.statusCode, r.headers); r.pipe(res); }});\n\
                up.on('error', (e) => {{ res.writeHead(502); res.end(String(e)); }});\n\
@@ -308,6 +313,17 @@ impl Sfu {
     /// `endpoint`'s URL through the HTTPS proxy.
     pub fn https_url(&self, endpoint: &Endpoint) -> String {
         format!("https://{}:7443/whip/endpoint/{}", self.sfu_ip(), endpoint.id)
+    }
+
+    /// A URL on the HTTPS proxy that answers `307 Temporary Redirect` to
+    /// [`Sfu::https_url`] (a relative `Location`), as load balancers do.
+    pub fn redirecting_https_url(&self, endpoint: &Endpoint) -> String {
+        format!("https://{}:7443/redirect/whip/endpoint/{}", self.sfu_ip(), endpoint.id)
+    }
+
+    /// The HTTPS proxy's log (one `307 METHOD` line per redirect).
+    pub fn tls_proxy_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("tls/proxy.log")).unwrap_or_default()
     }
 
     /// The test side's address on the link (bind the sharer here).

@@ -126,7 +126,8 @@ pub(crate) async fn run(
         }
         match policy.on_failure(&error, Instant::now()) {
             Retry::GiveUp => {
-                tracing::warn!("WHIP publish to {} failed: {error}", status.server);
+                // Reported once, through the status (the CLI and GUI show it).
+                tracing::debug!("WHIP publish to {} failed: {error}", status.server);
                 status.set(PublishState::Failed, Some(error.message), None);
                 return;
             }
@@ -412,7 +413,11 @@ async fn send_frames(
                         disconnected_since.get_or_insert_with(Instant::now);
                         if session.accepts_patch && !restart_tried {
                             restart_tried = true;
-                            if let Err(e) = ice_restart(pc, session, token, gathering).await {
+                            let restarted = tokio::select! {
+                                r = ice_restart(pc, session, token, gathering) => r,
+                                () = stopped(stop) => break Ended::Stopped,
+                            };
+                            if let Err(e) = restarted {
                                 let message = format!("lost the media connection to {}; {}", status.server, e.message);
                                 break Ended::Lost(WhipError { message, ..e });
                             }
@@ -437,7 +442,11 @@ async fn send_frames(
                 }
             }
             () = restart_ice.notified() => {
-                match ice_restart(pc, session, token, gathering).await {
+                let restarted = tokio::select! {
+                    r = ice_restart(pc, session, token, gathering) => r,
+                    () = stopped(stop) => break Ended::Stopped,
+                };
+                match restarted {
                     Ok(()) => {
                         status.ice_restarts.fetch_add(1, Ordering::Relaxed);
                     }
@@ -563,6 +572,10 @@ async fn ice_restart(
     Ok(())
 }
 
+/// How long the DELETE may take: stopping waits for it (within
+/// [`crate::share::PUBLISH_STOP_TIMEOUT`]).
+pub const DELETE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// DELETEs the WHIP resource (best effort) and closes the connection.
 async fn end_session(session: &Session, token: Option<&crate::secret::Secret>, peer: &PeerHandle) {
     let call = Call {
@@ -573,10 +586,11 @@ async fn end_session(session: &Session, token: Option<&crate::secret::Secret>, p
         extra: Vec::new(),
         body: Bytes::new(),
     };
-    match http::send(call).await {
-        Ok(r) if (200..300).contains(&r.status) || r.status == 404 => {}
-        Ok(r) => tracing::debug!("WHIP: DELETE answered HTTP {}", r.status),
-        Err(e) => tracing::debug!("WHIP: DELETE failed: {e}"),
+    match tokio::time::timeout(DELETE_TIMEOUT, http::send(call)).await {
+        Ok(Ok(r)) if (200..300).contains(&r.status) || r.status == 404 => {}
+        Ok(Ok(r)) => tracing::debug!("WHIP: DELETE answered HTTP {}", r.status),
+        Ok(Err(e)) => tracing::debug!("WHIP: DELETE failed: {e}"),
+        Err(_) => tracing::debug!("WHIP: no answer to the DELETE within {DELETE_TIMEOUT:?}"),
     }
     peer.close().await;
 }
