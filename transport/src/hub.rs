@@ -1,8 +1,9 @@
 //! The state a share's parts have in common: the viewers, the keyframe
 //! coalescer and rate controller, the encoder request channel and the
 //! share-wide counters. The HTTP server (`server`), the peer connections
-//! (`peer`) and the [`crate::Share`] handle all work on one [`Shared`];
-//! none of them depends on another.
+//! (`peer`), the WHIP publish (`whip`) and the [`crate::Share`] handle all
+//! work on one [`Shared`]; none of them depends on another (the publish
+//! reuses `peer`'s media engine and interceptor set-up).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
