@@ -95,6 +95,15 @@ struct ShareArgs {
     /// stdout every 200 ms, for the network lab's scenarios.
     #[arg(long, hide = true)]
     stats_json: bool,
+    /// Also publish to this WHIP endpoint (Janus, LiveKit ingress, mediamtx,
+    /// OvenMediaEngine, Cloudflare Stream…) for audiences beyond a few
+    /// viewers; local viewers keep watching as usual. The URL may carry a
+    /// stream key: only its host is ever printed.
+    #[arg(long, value_name = "URL", env = "PEEP_WHIP_URL", hide_env_values = true, value_parser = parse_secret)]
+    whip: Option<peep_transport::Secret>,
+    /// Bearer token for the WHIP endpoint.
+    #[arg(long, value_name = "TOKEN", env = "PEEP_WHIP_TOKEN", hide_env_values = true, value_parser = parse_secret, requires = "whip")]
+    whip_token: Option<peep_transport::Secret>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -310,12 +319,27 @@ fn share(args: ShareArgs) -> Result<()> {
         writeln!(out, "WHEP: {}", session.share().whep_url())?;
         out.flush()?;
     }
+    if let Some(url) = args.whip {
+        let config = peep_transport::WhipConfig { url, token: args.whip_token };
+        session.share().start_publish(config)?;
+        let server = session.share().publish_status().map(|p| p.server).unwrap_or_default();
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "Publishing (WHIP) to {server}")?;
+        out.flush()?;
+    }
     eprintln!("peep: sharing {description}; press Ctrl-C to stop");
     let started = Instant::now();
     let deadline = args.seconds.map(|s| started + Duration::from_secs_f64(s.max(0.0)));
-    let mut last = (Instant::now(), 0u64, 0u64);
+    let mut last = (Instant::now(), 0u64, 0u64, 0u64);
+    let mut publish_failed = None;
     while !interrupted.load(Relaxed) && deadline.is_none_or(|d| Instant::now() < d) && !session.is_finished() {
         std::thread::sleep(Duration::from_millis(200));
+        let publish = session.share().publish_status();
+        if let Some(p) = publish.as_ref().filter(|p| p.state == peep_transport::PublishState::Failed) {
+            publish_failed =
+                Some(format!("WHIP publish to {} failed: {}", p.server, p.message.as_deref().unwrap_or("?")));
+            break;
+        }
         let now = Instant::now();
         if args.stats_json {
             print_stats_json(&session)?;
@@ -325,17 +349,42 @@ fn share(args: ShareArgs) -> Result<()> {
             let (frames, bytes) = (stats.frames_encoded.load(Relaxed), stats.bytes.load(Relaxed));
             let secs = (now - last.0).as_secs_f64();
             let viewers = session.share().viewers();
+            let published = publish.as_ref().map_or(0, |p| p.bytes_sent);
+            let whip =
+                publish.as_ref().map(|p| publish_words(p, (published.saturating_sub(last.3)) as f64 * 8.0 / secs));
             eprint!(
-                "\r{}  ",
-                status_line(&session, &viewers, (frames - last.1) as f64 / secs, (bytes - last.2) as f64 * 8.0 / secs)
+                "\r{}  {}",
+                status_line(&session, &viewers, (frames - last.1) as f64 / secs, (bytes - last.2) as f64 * 8.0 / secs),
+                whip.unwrap_or_default(),
             );
-            last = (now, frames, bytes);
+            last = (now, frames, bytes, published);
         }
     }
     eprintln!();
     let result = session.stop();
     eprintln!("peep: share ended");
-    result
+    match publish_failed {
+        Some(failure) => result.and(Err(anyhow::anyhow!(failure))),
+        None => result,
+    }
+}
+
+/// The WHIP publish in the status line: `whip live 1850 kbps rtt 3 ms`,
+/// `whip reconnecting in 4 s (…)`.
+pub fn publish_words(p: &peep_transport::PublishSnapshot, bps: f64) -> String {
+    use peep_transport::PublishState;
+    match p.state {
+        PublishState::Live => {
+            let rtt = p.rtt.map_or("-".to_owned(), |r| format!("{:.0} ms", r.as_secs_f64() * 1e3));
+            format!("whip live {:>5.0} kbps rtt {rtt}  ", bps / 1e3)
+        }
+        PublishState::Reconnecting => format!(
+            "whip reconnecting in {} s ({})  ",
+            p.retry_in.map_or(0, |d| d.as_secs_f64().ceil() as u64),
+            p.message.as_deref().unwrap_or("?")
+        ),
+        state => format!("whip {}  ", state.word()),
+    }
 }
 
 /// One status line of a share: what the encoder does and what the viewers'
@@ -503,6 +552,22 @@ mod tests {
         let cli = Cli::try_parse_from(["peep", "share", "--password", "hunter2-arg"]).expect("parses");
         let debug = format!("{cli:?}");
         assert!(debug.contains("password: Some(***)") && !debug.contains("hunter2-arg"), "{debug}");
+    }
+
+    #[test]
+    fn whip_url_and_token_never_show_in_debug_output() {
+        let cli = Cli::try_parse_from([
+            "peep",
+            "share",
+            "--whip",
+            "https://customer-x.example/KEY-1234/webRTC/publish",
+            "--whip-token",
+            "tok-5678",
+        ])
+        .expect("parses");
+        let debug = format!("{cli:?}");
+        assert!(!debug.contains("KEY-1234") && !debug.contains("tok-5678"), "{debug}");
+        assert!(Cli::try_parse_from(["peep", "share", "--whip-token", "t"]).is_err(), "a token needs a URL");
     }
 
     #[test]

@@ -177,7 +177,8 @@ fn fan_out(pipeline: &mut Pipeline, share: &Share, stop: &AtomicBool, taps: &Tap
         if preview.is_none() {
             preview_needs_keyframe = true;
         }
-        let watching = share.connected_viewers() > 0 || preview.is_some();
+        // A live WHIP publish watches too: the server's audience needs frames.
+        let watching = share.connected_viewers() > 0 || share.publishing() || preview.is_some();
         if watching == paused {
             paused = !watching;
             pipeline.set_paused(paused);

@@ -1,5 +1,6 @@
 //! The GUI's logic and drawing, driven by egui_kittest without a display.
 
+use eframe::egui::accesskit::Role;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use peep::gui::model::{Command, Event, Model, Phase, Status};
@@ -66,7 +67,8 @@ fn start_share_then_stop() {
     h.run();
     h.get_by_label("Start sharing").click();
     h.run();
-    let Some(Command::Start { source, quality, fps, port, password }) = h.state().1.last().cloned() else {
+    let Some(Command::Start { source, quality, fps, port, password, publish: None }) = h.state().1.last().cloned()
+    else {
         panic!("start command: {:?}", h.state().1)
     };
     assert_eq!((source.as_str(), quality.as_str(), fps, port, password), ("monitor:DP-1", "balanced", 30, 8080, None));
@@ -149,4 +151,59 @@ fn preset_and_frame_rate_change_live_while_sharing() {
     h.run();
     assert_eq!(h.state().1.last(), Some(&Command::SetFps(60)));
     assert_eq!(h.state().0.phase, Phase::Sharing, "the share keeps running");
+}
+
+#[test]
+fn publish_to_a_server_with_url_and_token_then_its_state_bitrate_and_rtt_show() {
+    use peep_transport::{PublishSnapshot, PublishState};
+    let mut h = harness();
+    h.run();
+    for (role, field, text) in [
+        (Role::TextInput, "Server URL", "http://192.0.2.7:7080/whip/endpoint/room1"),
+        (Role::PasswordInput, "Token", "t0ken-secret"),
+    ] {
+        h.get_by_role_and_label(role, field).focus();
+        h.run();
+        h.get_by_role_and_label(role, field).type_text(text);
+        h.run();
+    }
+    h.get_by_label("Publish to a server").click();
+    h.run();
+    h.get_by_label("Start sharing").click();
+    h.run();
+    let Some(Command::Start { publish: Some(config), .. }) = h.state().1.last().cloned() else {
+        panic!("start with a publish: {:?}", h.state().1)
+    };
+    assert_eq!(config.url.expose(), "http://192.0.2.7:7080/whip/endpoint/room1");
+    assert_eq!(config.token.as_ref().map(|t| t.expose()), Some("t0ken-secret"));
+    h.state_mut().0.apply(Event::Started { link: "http://x/s/t".into(), port: 8080 });
+    let publish = PublishSnapshot {
+        state: PublishState::Live,
+        server: "192.0.2.7:7080".into(),
+        message: None,
+        live_for: Some(std::time::Duration::from_secs(4)),
+        retry_in: None,
+        publishes: 1,
+        ice_restarts: 0,
+        bytes_sent: 500_000,
+        frames_sent: 120,
+        rtt: Some(std::time::Duration::from_micros(4200)),
+        estimate_bps: 2_400_000,
+        remb_bps: 0,
+        keyframe_requests: 1,
+        ice_servers: 0,
+    };
+    h.state_mut().0.apply(Event::Status(Status { publish: Some(publish), publish_kbps: 1850.0, ..Status::default() }));
+    h.run();
+    h.get_by_label("Server (WHIP)");
+    h.get_by_label("192.0.2.7:7080");
+    h.get_by_label("live");
+    h.get_by_label("1850 kbps");
+    h.get_by_label("4.2 ms");
+    h.get_by_label("2400 kbps");
+    // Switching it off while sharing stops the publish and keeps the share.
+    h.get_by_label("Publish to a server").click();
+    h.run();
+    assert_eq!(h.state().1.last(), Some(&Command::Publish(None)));
+    assert_eq!(h.state().0.phase, Phase::Sharing);
 }

@@ -21,6 +21,9 @@ pub enum TransportError {
     /// The WebRTC stack failed.
     #[error("WebRTC: {0}")]
     WebRtc(String),
+    /// A WHIP publish could not start (e.g. an unusable URL).
+    #[error("WHIP: {0}")]
+    Whip(crate::whip::WhipError),
     /// The async runtime could not start.
     #[error("cannot start the network runtime: {0}")]
     Runtime(String),

@@ -1,8 +1,9 @@
 //! The state a share's parts have in common: the viewers, the keyframe
 //! coalescer and rate controller, the encoder request channel and the
 //! share-wide counters. The HTTP server (`server`), the peer connections
-//! (`peer`) and the [`crate::Share`] handle all work on one [`Shared`];
-//! none of them depends on another.
+//! (`peer`), the WHIP publish (`whip`) and the [`crate::Share`] handle all
+//! work on one [`Shared`]; none of them depends on another (the publish
+//! reuses `peer`'s media engine and interceptor set-up).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -99,6 +100,25 @@ pub(crate) struct Viewer {
     pub recovering: AtomicBool,
 }
 
+/// A WHIP publish while it is connected (`crate::whip`): fed frames like
+/// a viewer; the server's REMB, when it sends one, caps its estimate.
+pub(crate) struct Publish {
+    pub sink: Arc<Viewer>,
+    /// The server's REMB, bps (0: none received).
+    pub remb_bps: Arc<AtomicU64>,
+}
+
+impl Publish {
+    /// The congestion estimate for the server: GCC's, capped by its REMB.
+    pub fn estimate_bps(&self) -> u64 {
+        let gcc = self.sink.stats.estimate_bps.load(Ordering::Relaxed);
+        match self.remb_bps.load(Ordering::Relaxed) {
+            0 => gcc,
+            remb => gcc.min(remb),
+        }
+    }
+}
+
 /// State shared by the server, the viewer tasks and the [`Share`] handle.
 pub(crate) struct Shared {
     pub token: Secret,
@@ -106,6 +126,8 @@ pub(crate) struct Shared {
     pub throttle: Mutex<Throttle>,
     pub max_viewers: AtomicUsize,
     pub viewers: Mutex<HashMap<String, Arc<Viewer>>>,
+    /// Connected WHIP publishes, fed like viewers (not counted as viewers).
+    pub publishes: Mutex<Vec<Arc<Publish>>>,
     /// Offers being answered, counted against `max_viewers`.
     pub pending: AtomicUsize,
     pub(crate) keyframes: Mutex<KeyframeCoalescer>,
@@ -144,13 +166,15 @@ impl Shared {
 
     /// Periodic work: recovery keyframes, deferred keyframes and congestion control.
     pub fn tick(&self, now: Instant) {
-        let recovering = lock(&self.viewers).values().any(|v| {
+        let needs_recovery = |v: &Viewer| {
             v.stats.state() == ViewerState::Connected
                 && v.stats.needs_keyframe.load(Ordering::Relaxed)
                 && v.recovering.load(Ordering::Relaxed)
                 && v.queue.capacity() * 2 >= VIEWER_QUEUE_FRAMES
                 && v.stats.pacer_queue() < VIEWER_RECOVER_QUEUE
-        });
+        };
+        let recovering = lock(&self.viewers).values().any(|v| needs_recovery(v))
+            || lock(&self.publishes).iter().any(|p| needs_recovery(&p.sink));
         // The send side asks for keyframes browsers would ask for too late
         // (after an outage) and when its queue went stale.
         let sender = lock(&self.viewers).values().any(|v| v.stats.sender_wants_keyframe.swap(false, Ordering::AcqRel));
@@ -161,13 +185,20 @@ impl Shared {
         // A viewer whose feedback stopped (an outage: its path is gone, or
         // it vanished) neither sets the rate nor makes the encoder skip
         // frames for everyone; its own frames are dropped (`crate::share`).
-        let viewers: Vec<(f64, std::time::Duration)> = lock(&self.viewers)
+        let mut receivers: Vec<(f64, std::time::Duration)> = lock(&self.viewers)
             .values()
             .filter(|v| v.stats.state() == ViewerState::Connected && !v.stats.in_outage.load(Ordering::Relaxed))
             .map(|v| (v.stats.estimate_bps.load(Ordering::Relaxed) as f64, v.stats.pacer_queue()))
             .collect();
-        self.backlog.set(lock(&self.rate).governing_backlog(viewers.iter().copied()));
-        if let Some(bps) = lock(&self.rate).update(viewers.iter().map(|(e, _)| *e), now) {
+        // A publish to a server is one more receiver the one encode must suit.
+        receivers.extend(
+            lock(&self.publishes)
+                .iter()
+                .filter(|p| p.sink.stats.state() == ViewerState::Connected)
+                .map(|p| (p.estimate_bps() as f64, p.sink.stats.pacer_queue())),
+        );
+        self.backlog.set(lock(&self.rate).governing_backlog(receivers.iter().copied()));
+        if let Some(bps) = lock(&self.rate).update(receivers.iter().map(|(e, _)| *e), now) {
             self.stats.target_bps.store(u64::from(bps), Ordering::Relaxed);
             let _ = self.requests.try_send(EncoderRequest::SetBitrate(bps));
         }
@@ -224,6 +255,7 @@ impl Shared {
             throttle: Mutex::new(Throttle::default()),
             max_viewers: AtomicUsize::new(max_viewers.max(1)),
             viewers: Mutex::new(HashMap::new()),
+            publishes: Mutex::new(Vec::new()),
             pending: AtomicUsize::new(0),
             keyframes: Mutex::new(KeyframeCoalescer::default()),
             rate: Mutex::new(RateController::new(bitrate)),

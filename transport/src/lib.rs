@@ -7,6 +7,10 @@
 //! frame once with [`Share::send_frame`]; the share fans it out, and asks for
 //! keyframes and bitrate changes through [`Share::encoder_requests`].
 //!
+//! [`Share::start_publish`] also sends the stream to a media server with
+//! WHIP ([`whip`]), beside the local viewers, so an audience of any size
+//! can watch there.
+//!
 //! Decisions live in plain structs fed with `now` and tested without I/O:
 //! [`keyframe::KeyframeCoalescer`], [`rate::RateController`],
 //! [`auth::Throttle`], [`codecs::choose_payload_type`], and each viewer's
@@ -53,9 +57,11 @@ mod sendside;
 mod server;
 pub mod share;
 pub mod viewer;
+pub mod whip;
 
 pub use error::{Result, TransportError};
 pub use rate::{BitrateRange, SendBacklog};
 pub use secret::Secret;
 pub use share::{EncoderRequest, Share, ShareConfig, ShareStats, detect_lan_ip};
 pub use viewer::{ViewerSnapshot, ViewerState};
+pub use whip::{PublishSnapshot, PublishState, WhipConfig};

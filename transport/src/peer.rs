@@ -55,7 +55,10 @@ impl PeerConnectionEventHandler for Events {
     }
 }
 
-fn media_engine_and_registry(stats: &Arc<ViewerStats>, max_bps: u32) -> Result<(MediaEngine, Registry)> {
+/// The media engine and interceptors (NACK and RTCP reports, TWCC with
+/// Peep's send side, RTCP tap, keyframe-request forwarding) of one peer
+/// connection; a WHIP publish (`crate::whip`) uses the same.
+pub(crate) fn media_engine_and_registry(stats: &Arc<ViewerStats>, max_bps: u32) -> Result<(MediaEngine, Registry)> {
     let mut media = MediaEngine::default();
     // Codecs first: the configure_* helpers add feedback to registered codecs only.
     for codec in h264_codecs() {

@@ -32,6 +32,10 @@ use crate::hub::{Frame, Notice, Shared, lock};
 use crate::rate::BitrateRange;
 use crate::secret::Secret;
 use crate::viewer::{ViewerSnapshot, ViewerState};
+use crate::whip::{PublishHandle, PublishSnapshot, PublishState, WhipConfig};
+
+/// How long stopping a WHIP publish may take (its DELETE included).
+pub const PUBLISH_STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How to run a share.
 #[derive(Debug, Clone)]
@@ -80,6 +84,7 @@ pub struct Share {
     server: Option<tokio::task::JoinHandle<()>>,
     local_addr: SocketAddr,
     link: String,
+    publish: std::sync::Mutex<Option<PublishHandle>>,
 }
 
 impl std::fmt::Debug for Share {
@@ -165,6 +170,7 @@ impl Share {
             server: Some(server),
             local_addr,
             link,
+            publish: std::sync::Mutex::new(None),
         })
     }
 
@@ -211,44 +217,10 @@ impl Share {
         }
         let frame = Frame { data: Bytes::copy_from_slice(data), captured_at };
         for v in lock(&shared.viewers).values() {
-            let s = &v.stats;
-            if s.state() != ViewerState::Connected {
-                continue;
-            }
-            if keyframe && v.fault_drop_keyframe.load(Ordering::Relaxed) {
-                if s.pli.load(Ordering::Relaxed) + s.fir.load(Ordering::Relaxed) == 0 {
-                    // Send what follows, undecodable without this keyframe.
-                    s.needs_keyframe.store(false, Ordering::Relaxed);
-                    continue;
-                }
-                v.fault_drop_keyframe.store(false, Ordering::Relaxed);
-            }
-            if !keyframe && s.needs_keyframe.load(Ordering::Relaxed) {
-                s.frames_skipped.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            if s.pacer_queue() > crate::hub::VIEWER_DROP_QUEUE {
-                // Its link is far slower than the rate (it is not the one the
-                // encoder follows): skip frames until a keyframe.
-                s.frames_dropped.fetch_add(1, Ordering::Relaxed);
-                s.needs_keyframe.store(true, Ordering::Relaxed);
-                v.recovering.store(true, Ordering::Relaxed);
-                continue;
-            }
-            match v.queue.try_send(frame.clone()) {
-                Ok(()) => {
-                    if keyframe {
-                        s.needs_keyframe.store(false, Ordering::Relaxed);
-                        v.recovering.store(false, Ordering::Relaxed);
-                    }
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    s.frames_dropped.fetch_add(1, Ordering::Relaxed);
-                    s.needs_keyframe.store(true, Ordering::Relaxed);
-                    v.recovering.store(true, Ordering::Relaxed);
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
-            }
+            offer_frame(v, &frame, keyframe);
+        }
+        for p in lock(&shared.publishes).iter() {
+            offer_frame(&p.sink, &frame, keyframe);
         }
     }
 
@@ -311,6 +283,47 @@ impl Share {
         }
     }
 
+    /// Starts publishing the share to a WHIP server (RFC 9725), beside the
+    /// local viewers; a running publish is stopped first. The publish runs
+    /// until [`Share::stop_publish`] or the end of the share, publishing
+    /// again with back-off when the connection is lost; it gives up only on
+    /// errors that will not go away by themselves before it first went live
+    /// (wrong token, wrong URL). Errors here are only an unusable URL.
+    pub fn start_publish(&self, config: WhipConfig) -> Result<()> {
+        let Some(runtime) = &self.runtime else { return Err(TransportError::Runtime("the share has ended".into())) };
+        self.stop_publish();
+        let handle = PublishHandle::start(runtime, self.shared.clone(), config).map_err(TransportError::Whip)?;
+        *lock(&self.publish) = Some(handle);
+        Ok(())
+    }
+
+    /// Stops the WHIP publish, if any: DELETEs its resource on the server
+    /// and closes the connection (waits at most [`PUBLISH_STOP_TIMEOUT`]).
+    pub fn stop_publish(&self) {
+        let handle = lock(&self.publish).take();
+        if let (Some(handle), Some(runtime)) = (handle, &self.runtime) {
+            handle.stop(runtime, PUBLISH_STOP_TIMEOUT);
+        }
+    }
+
+    /// The WHIP publish's state and figures, if one was started.
+    pub fn publish_status(&self) -> Option<PublishSnapshot> {
+        lock(&self.publish).as_ref().map(|p| p.status.snapshot())
+    }
+
+    /// Whether a WHIP publish is live (the pipeline must run for it).
+    pub fn publishing(&self) -> bool {
+        lock(&self.publish).as_ref().is_some_and(|p| p.status.state() == PublishState::Live)
+    }
+
+    /// Test hook: restarts the publish's ICE through a PATCH now.
+    #[doc(hidden)]
+    pub fn publish_restart_ice(&self) {
+        if let Some(p) = lock(&self.publish).as_ref() {
+            p.restart_ice.notify_one();
+        }
+    }
+
     /// Ends the share: tells every viewer's page, closes the connections and
     /// stops the server. Also done on drop.
     pub fn shutdown(mut self) {
@@ -318,6 +331,8 @@ impl Share {
     }
 
     fn shutdown_inner(&mut self) {
+        // The publish first: its DELETE needs the runtime.
+        self.stop_publish();
         let Some(runtime) = self.runtime.take() else { return };
         self.shared.ending.store(true, Ordering::Release);
         let viewers: Vec<_> = lock(&self.shared.viewers).drain().map(|(_, v)| v).collect();
@@ -347,5 +362,48 @@ impl Share {
 impl Drop for Share {
     fn drop(&mut self) {
         self.shutdown_inner();
+    }
+}
+
+/// Queues one frame for one receiver (a viewer or a WHIP publish); see the
+/// module docs for the policy when its queue is full.
+fn offer_frame(v: &crate::hub::Viewer, frame: &Frame, keyframe: bool) {
+    let s = &v.stats;
+    if s.state() != ViewerState::Connected {
+        return;
+    }
+    if keyframe && v.fault_drop_keyframe.load(Ordering::Relaxed) {
+        if s.pli.load(Ordering::Relaxed) + s.fir.load(Ordering::Relaxed) == 0 {
+            // Send what follows, undecodable without this keyframe.
+            s.needs_keyframe.store(false, Ordering::Relaxed);
+            return;
+        }
+        v.fault_drop_keyframe.store(false, Ordering::Relaxed);
+    }
+    if !keyframe && s.needs_keyframe.load(Ordering::Relaxed) {
+        s.frames_skipped.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    if s.pacer_queue() > crate::hub::VIEWER_DROP_QUEUE {
+        // Its link is far slower than the rate (it is not the one the
+        // encoder follows): skip frames until a keyframe.
+        s.frames_dropped.fetch_add(1, Ordering::Relaxed);
+        s.needs_keyframe.store(true, Ordering::Relaxed);
+        v.recovering.store(true, Ordering::Relaxed);
+        return;
+    }
+    match v.queue.try_send(frame.clone()) {
+        Ok(()) => {
+            if keyframe {
+                s.needs_keyframe.store(false, Ordering::Relaxed);
+                v.recovering.store(false, Ordering::Relaxed);
+            }
+        }
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            s.frames_dropped.fetch_add(1, Ordering::Relaxed);
+            s.needs_keyframe.store(true, Ordering::Relaxed);
+            v.recovering.store(true, Ordering::Relaxed);
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {}
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 
 use peep_capture::{SourceInfo, SourceKind, Thumbnail};
-use peep_transport::{Secret, ViewerSnapshot};
+use peep_transport::{PublishSnapshot, PublishState, Secret, ViewerSnapshot, WhipConfig};
 
 use crate::settings::Settings;
 
@@ -43,6 +43,8 @@ pub enum Command {
         port: u16,
         /// Viewer password.
         password: Option<Secret>,
+        /// Also publish to this WHIP server.
+        publish: Option<WhipConfig>,
     },
     /// Stop sharing.
     Stop,
@@ -56,6 +58,8 @@ pub enum Command {
     Kick(String),
     /// Open or close the preview.
     Preview(bool),
+    /// Start (Some) or stop (None) publishing to a WHIP server while sharing.
+    Publish(Option<WhipConfig>),
 }
 
 /// Live figures of a running share.
@@ -79,6 +83,10 @@ pub struct Status {
     pub dropper_skipped: u64,
     /// Whether the link, not the frame-rate setting, limits the frame rate.
     pub fps_limited_by_link: bool,
+    /// The WHIP publish, if one runs.
+    pub publish: Option<PublishSnapshot>,
+    /// What the publish sends, kbps.
+    pub publish_kbps: f32,
 }
 
 /// What the worker tells the GUI.
@@ -101,6 +109,29 @@ pub enum Event {
     Status(Status),
     /// The share ended; `Some` when it ended on an error.
     Stopped(Option<String>),
+    /// The WHIP publish could not start.
+    PublishFailed(String),
+}
+
+/// "Publish to a server": a WHIP endpoint (RFC 9725) beside the link. The
+/// URL and token are not saved (either may carry a stream key).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishForm {
+    /// Publish while sharing.
+    pub on: bool,
+    /// The WHIP endpoint URL.
+    pub url: Secret,
+    /// Its bearer token (may be empty).
+    pub token: Secret,
+}
+
+impl PublishForm {
+    /// The publish to start, or why it cannot start.
+    pub fn config(&self) -> Result<WhipConfig, String> {
+        peep_transport::whip::protocol::parse_endpoint(self.url.expose()).map_err(|e| e.message)?;
+        let token = (!self.token.expose().trim().is_empty()).then(|| Secret::new(self.token.expose().trim()));
+        Ok(WhipConfig { url: Secret::new(self.url.expose().trim()), token })
+    }
 }
 
 /// What a banner offers to do about its problem.
@@ -148,6 +179,8 @@ pub struct Model {
     pub history: [VecDeque<f32>; 3],
     /// Whether the preview window is open.
     pub preview_open: bool,
+    /// Publishing to a media server.
+    pub publish: PublishForm,
     /// Settings changed since the last save.
     pub settings_dirty: bool,
 }
@@ -167,6 +200,7 @@ impl Model {
             status: Status::default(),
             history: Default::default(),
             preview_open: false,
+            publish: PublishForm::default(),
             settings_dirty: false,
         }
     }
@@ -221,6 +255,18 @@ impl Model {
             });
             return None;
         };
+        let publish = match self.publish.on.then(|| self.publish.config()) {
+            Some(Err(why)) => {
+                self.banner = Some(Banner {
+                    text: format!("Cannot publish to the server: {why}"),
+                    action: BannerAction::Dismiss,
+                    error: true,
+                });
+                return None;
+            }
+            Some(Ok(config)) => Some(config),
+            None => None,
+        };
         self.phase = Phase::Starting;
         self.banner = None;
         Some(Command::Start {
@@ -229,7 +275,46 @@ impl Model {
             fps: self.settings.fps,
             port: self.settings.port,
             password: self.settings.password_on.then(|| self.password.clone()),
+            publish,
         })
+    }
+
+    /// The user switched "Publish to a server" on or off; applies live
+    /// while sharing. Switching on needs a usable URL.
+    pub fn set_publish_on(&mut self, on: bool) -> Option<Command> {
+        if self.publish.on == on {
+            return None;
+        }
+        let config = if on {
+            match self.publish.config() {
+                Ok(c) => Some(c),
+                Err(why) => {
+                    self.banner = Some(Banner {
+                        text: format!("Cannot publish to the server: {why}"),
+                        action: BannerAction::Dismiss,
+                        error: true,
+                    });
+                    return None;
+                }
+            }
+        } else {
+            None
+        };
+        self.publish.on = on;
+        if !on {
+            self.status.publish = None;
+        }
+        (self.phase == Phase::Sharing).then_some(Command::Publish(config))
+    }
+
+    /// The user edited the server URL (used when publishing starts).
+    pub fn set_publish_url(&mut self, url: String) {
+        self.publish.url = Secret::new(url);
+    }
+
+    /// The user edited the token (used when publishing starts).
+    pub fn set_publish_token(&mut self, token: String) {
+        self.publish.token = Secret::new(token);
     }
 
     /// The user pressed Stop (or closed the window).
@@ -352,7 +437,25 @@ impl Model {
                     error: true,
                 });
             }
+            Event::PublishFailed(reason) => {
+                self.publish.on = false;
+                self.banner = Some(Banner {
+                    text: format!("Publishing to the server failed: {reason}"),
+                    action: BannerAction::Dismiss,
+                    error: true,
+                });
+            }
             Event::Status(status) => {
+                if let Some(p) = status.publish.as_ref().filter(|p| p.state == PublishState::Failed && self.publish.on)
+                {
+                    // Given up (wrong token or URL): say why; switching it on again retries.
+                    self.publish.on = false;
+                    self.banner = Some(Banner {
+                        text: format!("Publishing to {} failed: {}", p.server, p.message.as_deref().unwrap_or("?")),
+                        action: BannerAction::Dismiss,
+                        error: true,
+                    });
+                }
                 for (h, v) in self.history.iter_mut().zip([status.fps, status.kbps, status.encode_ms]) {
                     if h.len() == HISTORY {
                         h.pop_front();
@@ -431,13 +534,64 @@ mod tests {
         }
     }
 
+    fn publish_snapshot(state: PublishState, message: Option<&str>) -> PublishSnapshot {
+        PublishSnapshot {
+            state,
+            server: "sfu.example:7080".into(),
+            message: message.map(Into::into),
+            live_for: None,
+            retry_in: None,
+            publishes: 1,
+            ice_restarts: 0,
+            bytes_sent: 0,
+            frames_sent: 0,
+            rtt: None,
+            estimate_bps: 0,
+            remb_bps: 0,
+            keyframe_requests: 0,
+            ice_servers: 0,
+        }
+    }
+
+    #[test]
+    fn publish_to_a_server_at_start_and_live() {
+        let mut m = model();
+        assert_eq!(m.set_publish_on(true), None);
+        assert!(!m.publish.on && m.banner.as_ref().is_some_and(|b| b.error), "no URL yet: {:?}", m.banner);
+        m.set_publish_url("https://sfu.example/whip/KEY-123 ".into());
+        m.set_publish_token("tok-456".into());
+        assert_eq!(m.set_publish_on(true), None, "not sharing: remembered for the start");
+        assert!(m.publish.on);
+        let Some(Command::Start { publish: Some(config), .. }) = m.start() else { panic!("start with publish") };
+        assert_eq!(config.url.expose(), "https://sfu.example/whip/KEY-123", "trimmed");
+        assert_eq!(config.token.as_ref().map(Secret::expose), Some("tok-456"));
+        m.apply(Event::Started { link: "l".into(), port: 8080 });
+        assert_eq!(m.set_publish_on(false), Some(Command::Publish(None)), "stopped live");
+        let Some(Command::Publish(Some(_))) = m.set_publish_on(true) else { panic!("started live") };
+        m.set_publish_token(String::new());
+        assert_eq!(m.publish.config().map(|c| c.token), Ok(None), "an empty token sends none");
+        let debug = format!("{m:?}");
+        assert!(!debug.contains("KEY-123") && !debug.contains("tok-456"), "{debug}");
+        // The server refuses: a banner says why, and switching on again retries.
+        let failed = publish_snapshot(PublishState::Failed, Some("HTTP 403 Forbidden; check the token"));
+        m.apply(Event::Status(Status { publish: Some(failed), ..Status::default() }));
+        assert!(!m.publish.on);
+        assert!(m.banner.as_ref().is_some_and(|b| b.text.contains("sfu.example:7080") && b.text.contains("403")));
+        m.set_publish_url("ftp://nope".into());
+        assert_eq!(m.set_publish_on(true), None, "a bad URL is caught before anything is sent");
+        assert!(m.banner.as_ref().is_some_and(|b| b.text.contains("http://")), "{:?}", m.banner);
+        m.apply(Event::PublishFailed("the WHIP URL is not usable".into()));
+        assert!(m.banner.as_ref().is_some_and(|b| b.text.contains("not usable")));
+    }
+
     #[test]
     fn start_stop_state_machine() {
         let mut m = model();
         assert_eq!(m.selected.as_deref(), Some("monitor:M"), "primary display by default");
         assert_eq!(m.stop(), None, "nothing to stop");
-        let Some(Command::Start { source, quality, fps, port, password }) = m.start() else { panic!("start") };
+        let Some(Command::Start { source, quality, fps, port, password, publish }) = m.start() else { panic!("start") };
         assert_eq!((source.as_str(), quality.as_str(), fps, port, password), ("monitor:M", "balanced", 30, 8080, None));
+        assert_eq!(publish, None);
         assert_eq!(m.phase, Phase::Starting);
         assert_eq!(m.start(), None, "no double start");
         m.apply(Event::Started { link: "http://x/s/t".into(), port: 8080 });
