@@ -335,7 +335,33 @@ impl WriteSlot<'_> {
     }
 
     /// Makes sure the slot holds `len` bytes of heap memory and returns them.
+    /// When it has to allocate, the other FREE slots get memory of the same
+    /// size too: the ring then allocates once per frame size, not whenever
+    /// the third slot first happens to be needed (possibly long after
+    /// warm-up, on the hot path).
     pub fn heap_bytes(&mut self, len: usize) -> &mut [u8] {
+        let allocating =
+            // SAFETY: the slot is WRITING, which only this producer can be.
+            unsafe { (*self.slot().memory.get()).as_ref() }.is_none_or(|m| m.len() != len);
+        if allocating {
+            let shared = &self.producer.shared;
+            let word = RingWord(shared.word.load(Ordering::Acquire));
+            for (i, slot) in shared.slots.iter().enumerate() {
+                if i == self.index || word.get(i) != SlotState::Free {
+                    continue;
+                }
+                // SAFETY: only the producer moves a slot out of FREE (to
+                // WRITING), and this producer is busy here: nobody else
+                // touches a FREE slot's memory. The Acquire load above
+                // orders this after the consumer's release of it.
+                let memory = unsafe { &mut *slot.memory.get() };
+                if memory.as_ref().is_none_or(|m| m.len() != len) {
+                    *memory = None;
+                    *memory = Some(SlotMemory::heap(len));
+                    shared.stats.allocations.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
         match self.ensure(len, |len| Ok::<_, std::convert::Infallible>(SlotMemory::heap(len))) {
             Ok(memory) => memory.as_mut_slice(),
         }
