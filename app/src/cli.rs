@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use peep_capture::platform::PlatformSession;
-use peep_encode::{OpenH264Config, OpenH264Encoder};
+use peep_encode::{Codec, OpenH264Config, OpenH264Encoder};
 
 use crate::pipeline::{Pipeline, PipelineConfig};
 
@@ -84,7 +84,16 @@ struct ShareArgs {
     /// Stop after this many seconds (default: until Ctrl-C).
     #[arg(long)]
     seconds: Option<f64>,
+    /// Video codecs to offer viewers, best first (each viewer gets the
+    /// first its browser plays): h264, vp9, vp8.
+    #[arg(long, default_value = "h264,vp9,vp8", value_parser = parse_codecs)]
+    codecs: CodecList,
 }
+
+/// `--codecs`: one argument naming several codecs (clap would read a `Vec`
+/// as repeated arguments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CodecList(Vec<peep_transport::VideoCodec>);
 
 #[derive(Debug, clap::Args)]
 struct RecordArgs {
@@ -277,6 +286,7 @@ fn share(args: ShareArgs) -> Result<()> {
         password: args.password.map(peep_transport::Secret::from),
         max_viewers: args.max_viewers,
         bitrate: range,
+        codecs: args.codecs.0,
         ..ShareConfig::default()
     };
     let pipeline = PipelineConfig { fps: args.fps, max_height, ..PipelineConfig::default() };
@@ -295,29 +305,86 @@ fn share(args: ShareArgs) -> Result<()> {
     eprintln!("peep: sharing {description}; press Ctrl-C to stop");
     let started = Instant::now();
     let deadline = args.seconds.map(|s| started + Duration::from_secs_f64(s.max(0.0)));
-    let mut last = (Instant::now(), 0u64, 0u64);
+    let mut last = (Instant::now(), [(0u64, 0u64); 3]);
     while !interrupted.load(Relaxed) && deadline.is_none_or(|d| Instant::now() < d) && !session.is_finished() {
         std::thread::sleep(Duration::from_millis(200));
         let now = Instant::now();
         if now - last.0 >= Duration::from_secs(1) {
-            let stats = session.pipeline_stats();
-            let (frames, bytes) = (stats.frames_encoded.load(Relaxed), stats.bytes.load(Relaxed));
             let secs = (now - last.0).as_secs_f64();
-            let viewers = session.share().connected_viewers();
-            eprint!(
-                "\rviewers {viewers}  fps {:>5.1}  bitrate {:>6.0} kbps  target {:>6.0} kbps  encode {:>5.1} ms  ",
-                (frames - last.1) as f64 / secs,
-                (bytes - last.2) as f64 * 8.0 / secs / 1e3,
-                session.share().stats().target_bps.load(Relaxed) as f64 / 1e3,
-                stats.encode_time.quantile(0.5).as_secs_f64() * 1e3,
-            );
-            last = (now, frames, bytes);
+            let mut counts = [(0u64, 0u64); 3];
+            for (count, codec) in counts.iter_mut().zip(Codec::ALL) {
+                let c = session.pipeline_stats().codec(codec);
+                *count = (c.frames_encoded.load(Relaxed), c.bytes.load(Relaxed));
+            }
+            eprint!("\r{}  ", status_line(&session, secs, &last.1, &counts));
+            last = (now, counts);
         }
     }
     eprintln!();
     let result = session.stop();
     eprintln!("peep: share ended");
     result
+}
+
+/// `viewers 2 (H.264 1, VP9 1)  H.264 fps 30.0  bitrate 2500 kbps  target 4000 kbps  encode 12.0 ms  VP9 fps …`:
+/// the viewers by codec, then one block per running encoder (figures since
+/// the previous line, `secs` ago; `before`/`now` are frames and bytes per codec).
+fn status_line(
+    session: &crate::session::Session,
+    secs: f64,
+    before: &[(u64, u64); 3],
+    now: &[(u64, u64); 3],
+) -> String {
+    use std::fmt::Write as _;
+    use std::sync::atomic::Ordering::Relaxed;
+    let viewers = session.share().viewers();
+    let connected: Vec<_> = viewers.iter().filter(|v| v.state == peep_transport::ViewerState::Connected).collect();
+    let mut line = format!("viewers {}", connected.len());
+    let by_codec: Vec<String> = peep_transport::VideoCodec::ALL
+        .iter()
+        .map(|c| (c, connected.iter().filter(|v| v.codec == *c).count()))
+        .filter(|(_, n)| *n > 0)
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect();
+    if !by_codec.is_empty() {
+        let _ = write!(line, " ({})", by_codec.join(", "));
+    }
+    for codec in Codec::ALL {
+        let c = session.pipeline_stats().codec(codec);
+        if !c.active.load(Relaxed) {
+            continue;
+        }
+        let (frames, bytes) =
+            (now[codec.index()].0 - before[codec.index()].0, now[codec.index()].1 - before[codec.index()].1);
+        let target = session.share().stats().target_bps_of(crate::session::share_codec(codec));
+        let _ = write!(
+            line,
+            "  {codec}  fps {:>5.1}  bitrate {:>6.0} kbps  target {:>6.0} kbps  encode {:>5.1} ms",
+            frames as f64 / secs,
+            bytes as f64 * 8.0 / secs / 1e3,
+            target as f64 / 1e3,
+            c.encode_time.quantile(0.5).as_secs_f64() * 1e3,
+        );
+    }
+    line
+}
+
+/// Parses `h264,vp9,vp8` (best first).
+fn parse_codecs(s: &str) -> Result<CodecList, String> {
+    use peep_transport::VideoCodec;
+    let mut out = Vec::new();
+    for name in s.split(',').map(str::trim) {
+        let codec = match name.to_ascii_lowercase().as_str() {
+            "h264" | "h.264" => VideoCodec::H264,
+            "vp8" => VideoCodec::Vp8,
+            "vp9" => VideoCodec::Vp9,
+            other => return Err(format!("unknown codec {other:?} (h264, vp9, vp8)")),
+        };
+        if !out.contains(&codec) {
+            out.push(codec);
+        }
+    }
+    Ok(CodecList(out))
 }
 
 fn pipeline_summary(p: &Pipeline, elapsed: Duration, written: u64) -> String {
@@ -398,6 +465,14 @@ mod tests {
         assert!(parse_bitrate("fast").is_err());
         assert!(parse_bitrate("1").is_err());
         assert!(parse_bitrate("").is_err());
+    }
+
+    #[test]
+    fn codec_lists_parse_in_order() {
+        use peep_transport::VideoCodec::*;
+        assert_eq!(parse_codecs("h264,vp9,vp8"), Ok(CodecList(vec![H264, Vp9, Vp8])));
+        assert_eq!(parse_codecs("VP8, h264, vp8"), Ok(CodecList(vec![Vp8, H264])));
+        assert!(parse_codecs("av1").is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The state a share's parts have in common: the viewers, the keyframe
-//! coalescer and rate controller, the encoder request channel and the
-//! share-wide counters. The HTTP server (`server`), the peer connections
+//! coalescers and rate controllers (one of each per codec), the encoder
+//! request channel and the share-wide counters. The HTTP server (`server`), the peer connections
 //! (`peer`) and the [`crate::Share`] handle all work on one [`Shared`];
 //! none of them depends on another.
 
@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use webrtc::peer_connection::PeerConnection;
 
 use crate::auth::Throttle;
+use crate::codecs::{CodecSet, VideoCodec};
 use crate::keyframe::{KeyframeCoalescer, KeyframeReason};
 use crate::rate::{BitrateRange, RateController};
 use crate::secret::Secret;
@@ -27,13 +28,15 @@ pub const VIEWER_QUEUE_FRAMES: usize = 8;
 /// decision supersedes a lost one).
 pub const ENCODER_REQUEST_CAPACITY: usize = 16;
 
-/// What the share asks of the encoder.
+/// What the share asks of the encoders. There is one encode per codec in
+/// use ([`crate::Share::codecs_in_use`]); each request names its codec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EncoderRequest {
-    /// Force an IDR on the next frame.
-    Keyframe,
-    /// New target bitrate (bps) from congestion control.
-    SetBitrate(u32),
+    /// Force a keyframe on this codec's next frame.
+    Keyframe(VideoCodec),
+    /// New target bitrate (bps) for this codec's encoder, from congestion
+    /// control over this codec's viewers.
+    SetBitrate(VideoCodec, u32),
 }
 
 /// Share-wide counters.
@@ -45,12 +48,29 @@ pub struct ShareStats {
     pub keyframe_requests: AtomicU64,
     /// Keyframes asked of the encoder after coalescing.
     pub keyframes_forced: AtomicU64,
-    /// The encoder bitrate congestion control last asked for.
+    /// The H.264 encoder's bitrate congestion control last asked for.
     pub target_bps: AtomicU64,
+    /// Each codec's encoder bitrate congestion control last asked for,
+    /// indexed by [`VideoCodec::index`] (H.264's equals `target_bps`).
+    pub codec_target_bps: [AtomicU64; 3],
     /// Viewers that ever joined.
     pub viewers_joined: AtomicU64,
-    /// Offers refused (bad token, password, full, malformed).
+    /// Offers refused (bad token, password, full, malformed, no common codec).
     pub offers_refused: AtomicU64,
+}
+
+impl ShareStats {
+    /// The bitrate congestion control last asked of `codec`'s encoder.
+    pub fn target_bps_of(&self, codec: VideoCodec) -> u64 {
+        self.codec_target_bps[codec.index()].load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_target(&self, codec: VideoCodec, bps: u32) {
+        self.codec_target_bps[codec.index()].store(u64::from(bps), Ordering::Relaxed);
+        if codec == VideoCodec::H264 {
+            self.target_bps.store(u64::from(bps), Ordering::Relaxed);
+        }
+    }
 }
 
 /// Why a viewer's page should stop.
@@ -64,6 +84,9 @@ pub enum Notice {
     Ended,
 }
 
+/// One per codec, indexed by [`VideoCodec::index`].
+pub(crate) type PerCodec<T> = [T; 3];
+
 /// One frame on its way to viewers.
 #[derive(Debug, Clone)]
 pub(crate) struct Frame {
@@ -73,6 +96,8 @@ pub(crate) struct Frame {
 
 pub(crate) struct Viewer {
     pub id: String,
+    /// What this viewer is sent (negotiated from its offer).
+    pub codec: VideoCodec,
     pub remote: SocketAddr,
     pub since: Instant,
     pub stats: Arc<ViewerStats>,
@@ -95,8 +120,13 @@ pub(crate) struct Shared {
     pub viewers: Mutex<HashMap<String, Arc<Viewer>>>,
     /// Offers being answered, counted against `max_viewers`.
     pub pending: AtomicUsize,
-    pub(crate) keyframes: Mutex<KeyframeCoalescer>,
-    pub(crate) rate: Mutex<RateController>,
+    /// Keyframe coalescing per codec: a VP8 viewer's PLI never forces an
+    /// H.264 IDR.
+    pub(crate) keyframes: Mutex<PerCodec<KeyframeCoalescer>>,
+    /// Congestion control per codec: each encoder follows its own viewers.
+    pub(crate) rate: Mutex<PerCodec<RateController>>,
+    /// Codecs offered to viewers, best first.
+    pub preference: Vec<VideoCodec>,
     pub(crate) requests: crossbeam_channel::Sender<EncoderRequest>,
     pub stats: ShareStats,
     pub udp_ips: Vec<IpAddr>,
@@ -111,49 +141,59 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub fn request_keyframe(&self, reason: KeyframeReason) {
+    pub fn request_keyframe(&self, codec: VideoCodec, reason: KeyframeReason) {
         self.stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
-        lock(&self.keyframes).request(reason);
-        self.poll_keyframes(Instant::now());
+        lock(&self.keyframes)[codec.index()].request(reason);
+        self.poll_keyframes(codec, Instant::now());
     }
 
-    fn poll_keyframes(&self, now: Instant) {
-        if lock(&self.keyframes).poll(now) {
+    fn poll_keyframes(&self, codec: VideoCodec, now: Instant) {
+        if lock(&self.keyframes)[codec.index()].poll(now) {
             self.stats.keyframes_forced.fetch_add(1, Ordering::Relaxed);
-            let _ = self.requests.try_send(EncoderRequest::Keyframe);
+            let _ = self.requests.try_send(EncoderRequest::Keyframe(codec));
         }
     }
 
-    /// Periodic work: recovery keyframes, deferred keyframes and congestion control.
+    /// Periodic work, per codec: recovery keyframes, deferred keyframes and
+    /// congestion control.
     pub fn tick(&self, now: Instant) {
-        let recovering = lock(&self.viewers).values().any(|v| {
-            v.stats.state() == ViewerState::Connected
-                && v.stats.needs_keyframe.load(Ordering::Relaxed)
-                && v.recovering.load(Ordering::Relaxed)
-                && v.queue.capacity() * 2 >= VIEWER_QUEUE_FRAMES
-        });
-        if recovering {
-            self.request_keyframe(KeyframeReason::Recovery);
-        }
-        self.poll_keyframes(now);
-        let estimates: Vec<f64> = lock(&self.viewers)
-            .values()
-            .filter(|v| v.stats.state() == ViewerState::Connected)
-            .map(|v| v.stats.estimate_bps.load(Ordering::Relaxed) as f64)
-            .collect();
-        if let Some(bps) = lock(&self.rate).update(estimates, now) {
-            self.stats.target_bps.store(u64::from(bps), Ordering::Relaxed);
-            let _ = self.requests.try_send(EncoderRequest::SetBitrate(bps));
+        for codec in VideoCodec::ALL {
+            let recovering = lock(&self.viewers).values().any(|v| {
+                v.codec == codec
+                    && v.stats.state() == ViewerState::Connected
+                    && v.stats.needs_keyframe.load(Ordering::Relaxed)
+                    && v.recovering.load(Ordering::Relaxed)
+                    && v.queue.capacity() * 2 >= VIEWER_QUEUE_FRAMES
+            });
+            if recovering {
+                self.request_keyframe(codec, KeyframeReason::Recovery);
+            }
+            self.poll_keyframes(codec, now);
+            let estimates: Vec<f64> = lock(&self.viewers)
+                .values()
+                .filter(|v| v.codec == codec && v.stats.state() == ViewerState::Connected)
+                .map(|v| v.stats.estimate_bps.load(Ordering::Relaxed) as f64)
+                .collect();
+            if let Some(bps) = lock(&self.rate)[codec.index()].update(estimates, now) {
+                self.stats.set_target(codec, bps);
+                let _ = self.requests.try_send(EncoderRequest::SetBitrate(codec, bps));
+            }
         }
     }
 
-    /// Start bitrate for a new viewer's congestion controller.
-    pub fn start_bps(&self) -> u32 {
-        lock(&self.rate).current_bps()
+    /// The codecs connected viewers are watching.
+    pub fn codecs_in_use(&self) -> CodecSet {
+        lock(&self.viewers).values().filter(|v| v.stats.state() == ViewerState::Connected).map(|v| v.codec).collect()
+    }
+
+    /// Start bitrate for a new viewer's congestion controller: where its
+    /// codec's encoder runs now.
+    pub fn start_bps(&self, codec: VideoCodec) -> u32 {
+        lock(&self.rate)[codec.index()].current_bps()
     }
 
     pub fn range(&self) -> BitrateRange {
-        lock(&self.rate).range()
+        lock(&self.rate)[VideoCodec::H264.index()].range()
     }
 
     pub fn remove_viewer(&self, id: &str) -> Option<Arc<Viewer>> {
@@ -199,14 +239,23 @@ impl Shared {
             max_viewers: AtomicUsize::new(max_viewers.max(1)),
             viewers: Mutex::new(HashMap::new()),
             pending: AtomicUsize::new(0),
-            keyframes: Mutex::new(KeyframeCoalescer::default()),
-            rate: Mutex::new(RateController::new(bitrate)),
+            keyframes: Mutex::new(std::array::from_fn(|_| KeyframeCoalescer::default())),
+            rate: Mutex::new(std::array::from_fn(|_| RateController::new(bitrate))),
+            preference: crate::codecs::DEFAULT_PREFERENCE.to_vec(),
             requests,
             stats: ShareStats::default(),
             udp_ips,
             ending: AtomicBool::new(false),
             fault_drop_first_keyframe,
         }
+    }
+}
+
+impl Shared {
+    /// The codecs to offer viewers, best first.
+    pub fn with_preference(mut self, preference: Vec<VideoCodec>) -> Self {
+        self.preference = preference;
+        self
     }
 }
 
