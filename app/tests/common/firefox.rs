@@ -241,12 +241,18 @@ impl Firefox {
     /// Reads marks from the playing video every 40 ms for `duration`, in
     /// the page (one round trip); returns the counters seen.
     pub fn read_marks(&mut self, tab: &Tab, duration: Duration) -> Vec<u64> {
+        self.sample_marks(tab, duration).into_iter().flatten().collect()
+    }
+
+    /// As [`Firefox::read_marks`], keeping the samples whose mark did not
+    /// read back (`None`: a corrupt or missing picture).
+    pub fn sample_marks(&mut self, tab: &Tab, duration: Duration) -> Vec<Option<u64>> {
         let sampler = format!(
             "new Promise((resolve) => {{
                const out = [], t0 = performance.now();
                const tick = () => {{
                  const m = window.__peepReadMark();
-                 if (m) out.push(m.counter);
+                 out.push(m ? m.counter : null);
                  if (performance.now() - t0 < {ms}) setTimeout(tick, 40); else resolve(out);
                }};
                tick();
@@ -254,7 +260,7 @@ impl Firefox {
             ms = duration.as_millis()
         );
         let counters = self.eval(tab, &sampler);
-        counters.as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default()
+        counters.as_array().map(|a| a.iter().map(Value::as_u64).collect()).unwrap_or_default()
     }
 
     /// Closes a tab (the page's `pagehide` handler says goodbye).
