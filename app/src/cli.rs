@@ -326,18 +326,20 @@ fn share(args: ShareArgs) -> Result<()> {
     result
 }
 
-/// `viewers 2 (H.264 1, VP9 1)  H.264 fps 30.0  bitrate 2500 kbps  target 4000 kbps  encode 12.0 ms  VP9 fps …`:
-/// the viewers by codec, then one block per running encoder (figures since
-/// the previous line, `secs` ago; `before`/`now` are frames and bytes per codec).
-fn status_line(
-    session: &crate::session::Session,
-    secs: f64,
-    before: &[(u64, u64); 3],
-    now: &[(u64, u64); 3],
-) -> String {
+/// The figures of one running encoder over the last status interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct EncoderFigures {
+    codec: Codec,
+    fps: f64,
+    kbps: f64,
+    target_kbps: f64,
+    encode_ms: f64,
+}
+
+/// `viewers 2 (H.264 1, VP9 1)  H.264  fps  30.0  bitrate … kbps  target … kbps  encode … ms  VP9  fps …`:
+/// the connected viewers by codec, then one block per running encoder.
+fn format_status(viewers: &[peep_transport::ViewerSnapshot], encoders: &[EncoderFigures]) -> String {
     use std::fmt::Write as _;
-    use std::sync::atomic::Ordering::Relaxed;
-    let viewers = session.share().viewers();
     let connected: Vec<_> = viewers.iter().filter(|v| v.state == peep_transport::ViewerState::Connected).collect();
     let mut line = format!("viewers {}", connected.len());
     let by_codec: Vec<String> = peep_transport::VideoCodec::ALL
@@ -349,24 +351,41 @@ fn status_line(
     if !by_codec.is_empty() {
         let _ = write!(line, " ({})", by_codec.join(", "));
     }
-    for codec in Codec::ALL {
-        let c = session.pipeline_stats().codec(codec);
-        if !c.active.load(Relaxed) {
-            continue;
-        }
-        let (frames, bytes) =
-            (now[codec.index()].0 - before[codec.index()].0, now[codec.index()].1 - before[codec.index()].1);
-        let target = session.share().stats().target_bps_of(crate::session::share_codec(codec));
+    for e in encoders {
         let _ = write!(
             line,
-            "  {codec}  fps {:>5.1}  bitrate {:>6.0} kbps  target {:>6.0} kbps  encode {:>5.1} ms",
-            frames as f64 / secs,
-            bytes as f64 * 8.0 / secs / 1e3,
-            target as f64 / 1e3,
-            c.encode_time.quantile(0.5).as_secs_f64() * 1e3,
+            "  {}  fps {:>5.1}  bitrate {:>6.0} kbps  target {:>6.0} kbps  encode {:>5.1} ms",
+            e.codec, e.fps, e.kbps, e.target_kbps, e.encode_ms
         );
     }
     line
+}
+
+/// The status line of a running share; `before`/`now` are frames and bytes
+/// per codec, `secs` apart.
+fn status_line(
+    session: &crate::session::Session,
+    secs: f64,
+    before: &[(u64, u64); 3],
+    now: &[(u64, u64); 3],
+) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let encoders: Vec<EncoderFigures> = Codec::ALL
+        .into_iter()
+        .filter(|codec| session.pipeline_stats().codec(*codec).active.load(Relaxed))
+        .map(|codec| {
+            let i = codec.index();
+            let (frames, bytes) = (now[i].0 - before[i].0, now[i].1 - before[i].1);
+            EncoderFigures {
+                codec,
+                fps: frames as f64 / secs,
+                kbps: bytes as f64 * 8.0 / secs / 1e3,
+                target_kbps: session.share().stats().target_bps_of(crate::session::share_codec(codec)) as f64 / 1e3,
+                encode_ms: session.pipeline_stats().codec(codec).encode_time.quantile(0.5).as_secs_f64() * 1e3,
+            }
+        })
+        .collect();
+    format_status(&session.share().viewers(), &encoders)
 }
 
 /// Parses `h264,vp9,vp8` (best first).
@@ -465,6 +484,39 @@ mod tests {
         assert!(parse_bitrate("fast").is_err());
         assert!(parse_bitrate("1").is_err());
         assert!(parse_bitrate("").is_err());
+    }
+
+    #[test]
+    fn status_names_each_viewers_codec_and_each_running_encoder() {
+        use peep_transport::{VideoCodec, ViewerSnapshot, ViewerState};
+        let viewer = |codec, state| ViewerSnapshot {
+            id: "x".into(),
+            remote: "127.0.0.1:1".parse().expect("addr"),
+            codec,
+            state,
+            connected_for: Duration::from_secs(1),
+            rtt: None,
+            loss: 0.0,
+            estimate_bps: 0,
+            bytes_sent: 0,
+            frames_sent: 0,
+            frames_dropped: 0,
+            keyframe_requests: 0,
+        };
+        let viewers = [
+            viewer(VideoCodec::H264, ViewerState::Connected),
+            viewer(VideoCodec::Vp9, ViewerState::Connected),
+            viewer(VideoCodec::H264, ViewerState::Connected),
+            viewer(VideoCodec::Vp8, ViewerState::Connecting),
+        ];
+        let figures = |codec, fps| EncoderFigures { codec, fps, kbps: 900.0, target_kbps: 1000.0, encode_ms: 9.5 };
+        let line = format_status(&viewers, &[figures(Codec::H264, 30.0), figures(Codec::Vp9, 15.0)]);
+        assert_eq!(
+            line,
+            "viewers 3 (H.264 2, VP9 1)  H.264  fps  30.0  bitrate    900 kbps  target   1000 kbps  encode   9.5 ms  \
+             VP9  fps  15.0  bitrate    900 kbps  target   1000 kbps  encode   9.5 ms"
+        );
+        assert_eq!(format_status(&[], &[]), "viewers 0");
     }
 
     #[test]
