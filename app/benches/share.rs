@@ -6,12 +6,20 @@
 //!   expected display time;
 //! * time from opening the link to the first rendered frame, and from the
 //!   WHEP POST to it;
-//! * sender CPU with 1, 2 and 4 viewers.
+//! * sender CPU with 1, 2 and 4 viewers;
+//! * sender CPU with one Chromium viewer (H.264) against one Chromium plus
+//!   one Firefox viewer (Firefox without H.264 gets VP9: a second encoder
+//!   runs beside OpenH264). Firefox runs in a network namespace (it skips
+//!   loopback candidates), so this part needs root and `firefox-esr`.
 //!
 //!     cargo bench -p peep --bench share [-- SECONDS]
 
 #[path = "../tests/common/browser.rs"]
 mod browser;
+#[path = "../tests/common/firefox.rs"]
+mod firefox;
+#[path = "../tests/common/netns.rs"]
+mod netns;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -25,16 +33,16 @@ use peep_encode::{OpenH264Config, OpenH264Encoder};
 use peep_transport::{BitrateRange, ShareConfig};
 
 fn session(scene: Scene) -> Session {
+    session_on(scene, IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+fn session_on(scene: Scene, bind: IpAddr) -> Session {
     let source = SyntheticBackend::new(1920, 1080, scene).expect("source");
     let encoder =
         OpenH264Encoder::new(OpenH264Config { bitrate_bps: 4_000_000, fps: 30.0, ..OpenH264Config::default() })
             .expect("encoder");
-    let config = ShareConfig {
-        bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        port: 0,
-        bitrate: BitrateRange::new(1_000_000, 4_000_000),
-        ..ShareConfig::default()
-    };
+    let config =
+        ShareConfig { bind, port: 0, bitrate: BitrateRange::new(1_000_000, 4_000_000), ..ShareConfig::default() };
     Session::start(Box::new(source), Box::new(encoder), PipelineConfig::default(), config).expect("session")
 }
 
@@ -123,5 +131,46 @@ fn main() {
         previous = Some((percent, viewers));
     }
     drop(b);
+    s.stop().expect("stop");
+
+    second_codec_cpu(seconds);
+}
+
+/// Sender CPU over `seconds` while the pages play.
+fn measure_cpu(seconds: u64) -> f64 {
+    std::thread::sleep(Duration::from_secs(2));
+    let (c0, t0) = (cpu_seconds(), Instant::now());
+    std::thread::sleep(Duration::from_secs(seconds));
+    (cpu_seconds() - c0) / t0.elapsed().as_secs_f64() * 100.0
+}
+
+/// One Chromium viewer (H.264 only) against Chromium + Firefox (H.264 and
+/// VP9: two encodes of one capture and one conversion).
+fn second_codec_cpu(seconds: u64) {
+    use peep_encode::Codec;
+    use std::sync::atomic::Ordering::Relaxed;
+    let ns = netns::Netns::new("pfb");
+    let link = netns::Link::new(None, "10.244.20.1/30", Some(&ns), "10.244.20.2/30");
+    let s = session_on(Scene::Typing, link.a.ip().parse().expect("address"));
+    let origin = format!("--unsafely-treat-insecure-origin-as-secure=http://{}", s.share().local_addr());
+    let mut chromium = Browser::launch_with(&[&origin]);
+    let _page = open_live(&mut chromium, s.share().link());
+    let one = measure_cpu(seconds);
+    let h264_ms = s.pipeline_stats().codec(Codec::H264).encode_time.quantile(0.5).as_secs_f64() * 1e3;
+    let mut firefox = firefox::Firefox::launch(&ns, &[]);
+    let tab = firefox.open(s.share().link());
+    firefox.wait_for(&tab, "window.peep && peep.state() === 'live'", Duration::from_secs(30));
+    let two = measure_cpu(seconds);
+    let vp9 = s.pipeline_stats().codec(Codec::Vp9);
+    let codec = firefox.stats(&tab)["codec"].as_str().unwrap_or("?").to_owned();
+    println!(
+        "sender CPU, 1920x1080 typing: Chromium alone (H.264) {one:.1} % of a core; Chromium + Firefox ({codec}) {two:.1} % \
+         ({:+.1} %); encode ms p50: H.264 {h264_ms:.1}, VP9 {:.1}; VP9 frames {}",
+        two - one,
+        vp9.encode_time.quantile(0.5).as_secs_f64() * 1e3,
+        vp9.frames_encoded.load(Relaxed)
+    );
+    drop(firefox);
+    drop(chromium);
     s.stop().expect("stop");
 }

@@ -91,6 +91,41 @@ fn pipeline_makes_zero_allocations_per_frame_after_warmup() {
     drop(pipeline);
 }
 
+/// The same with two encode chains (H.264 and VP9) on one capture and one
+/// conversion: still no allocation per frame once both run.
+#[test]
+fn two_codec_pipeline_makes_zero_allocations_per_frame_after_warmup() {
+    use peep::pipeline::Control;
+    use peep_encode::Codec;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let source = SyntheticBackend::new(640, 360, Scene::Typing).expect("source");
+    let mut pipeline = Pipeline::start_with_factory(
+        Box::new(source),
+        Box::new(encoder()),
+        Some(Box::new(peep::session::live_encoder_for)),
+        PipelineConfig { fps: 60.0, ..PipelineConfig::default() },
+    )
+    .expect("pipeline");
+    assert!(pipeline.control(Control::SetCodecs([Codec::H264, Codec::Vp9].into_iter().collect())));
+    let mut next = || pipeline.recv_timeout(Duration::from_secs(5)).expect("running").expect("a packet in time");
+    // Warm-up: both encoders past their first frames (libvpx's VP9 makes
+    // two lazy allocations around its 42nd frame).
+    for _ in 0..160 {
+        drop(next());
+    }
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let mut per_codec = [0usize; 3];
+    for _ in 0..300 {
+        let packet = next();
+        per_codec[packet.codec.index()] += 1;
+    }
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    println!("two-codec pipeline: {allocations} heap allocations in 300 packets {per_codec:?}");
+    assert!(per_codec[Codec::H264.index()] >= 140 && per_codec[Codec::Vp9.index()] >= 140, "{per_codec:?}");
+    assert_eq!(allocations, 0, "heap allocations during 300 steady-state packets");
+    drop(pipeline);
+}
+
 /// X11 capture (MIT-SHM slots) → ring → convert → encode on one thread while
 /// another thread animates a window. Counts this thread's allocations: the
 /// only ones left are x11rb's reply and event buffers.

@@ -1,15 +1,16 @@
-//! Measures OpenH264 settings on synthetic screen content: speed, achieved
-//! bitrate and quality of text at equal target bitrate.
+//! Measures encoder settings on synthetic screen content: speed, achieved
+//! bitrate and quality of text at equal target bitrate. OpenH264's modes,
+//! and libvpx's VP8 and VP9 at real-time speeds, on the same frames.
 //!
 //! ```text
 //! cargo run --release -p peep-encode --example mode_table -- \
 //!     [--frames 90] [--size 1920x1080] [--bitrates 2500,6000] \
-//!     [--scenes typing,scrolling,moving] [--only NAME_SUBSTRING]
+//!     [--scenes typing,scrolling,moving] [--codecs h264,vp8,vp9] [--only NAME_SUBSTRING]
 //! ```
 //!
 //! For every candidate configuration, target bitrate and scene it encodes the
-//! same pre-converted frames at 30 fps, decodes them with OpenH264's decoder
-//! and prints one markdown row: encode CPU time per frame (mean, the calling
+//! same pre-converted frames at 30 fps, decodes them with the matching
+//! decoder (OpenH264's, libvpx's) and prints one markdown row: encode CPU time per frame (mean, the calling
 //! thread's CPU clock, robust on a busy machine), wall time (p50/p95), achieved
 //! bitrate, PSNR-Y over "text" blocks (16x16 blocks with any luma variation
 //! in the source, i.e. everything but flat background), the worst frame's
@@ -22,8 +23,8 @@ use peep_capture::marks::FrameMark;
 use peep_capture::synthetic::{Scene, SyntheticScene};
 use peep_encode::quality::psnr_from_mse;
 use peep_encode::{
-    Complexity, EncodeOutcome, EncodedFrame, Encoder, I420Frame, OpenH264Config, OpenH264Encoder, RateControl, Usage,
-    bgra_to_i420,
+    Codec, Complexity, EncodeOutcome, EncodedFrame, Encoder, I420Frame, OpenH264Config, OpenH264Encoder, RateControl,
+    Usage, VpxCodec, VpxConfig, VpxDecoder, VpxEncoder, bgra_to_i420,
 };
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,7 @@ struct Args {
     height: u32,
     bitrates_kbps: Vec<u32>,
     scenes: Vec<Scene>,
+    codecs: Vec<Codec>,
     only: Option<String>,
 }
 
@@ -45,6 +47,7 @@ fn parse_args() -> Args {
         height: 1080,
         bitrates_kbps: vec![2500, 6000],
         scenes: vec![Scene::Typing, Scene::Scrolling, Scene::Moving],
+        codecs: Codec::ALL.to_vec(),
         only: None,
     };
     let mut it = std::env::args().skip(1);
@@ -63,6 +66,17 @@ fn parse_args() -> Args {
             "--scenes" => {
                 args.scenes = value.split(',').map(|v| Scene::from_name(v).expect("scene name")).collect();
             }
+            "--codecs" => {
+                args.codecs = value
+                    .split(',')
+                    .map(|v| match v {
+                        "h264" => Codec::H264,
+                        "vp8" => Codec::Vp8,
+                        "vp9" => Codec::Vp9,
+                        other => panic!("unknown codec {other} (h264, vp8, vp9)"),
+                    })
+                    .collect();
+            }
             "--only" => args.only = Some(value),
             other => panic!("unknown flag {other}"),
         }
@@ -70,8 +84,65 @@ fn parse_args() -> Args {
     args
 }
 
-/// The candidates: one change at a time from a common base where possible.
-fn candidates() -> Vec<(String, OpenH264Config)> {
+/// One encoder configuration to measure.
+#[derive(Clone, Copy)]
+enum Candidate {
+    OpenH264(OpenH264Config),
+    Vpx(VpxConfig),
+}
+
+impl Candidate {
+    fn codec(&self) -> Codec {
+        match self {
+            Candidate::OpenH264(_) => Codec::H264,
+            Candidate::Vpx(c) => c.codec.into(),
+        }
+    }
+
+    fn with_bitrate(self, bitrate_bps: u32) -> Self {
+        match self {
+            Candidate::OpenH264(c) => Candidate::OpenH264(OpenH264Config { bitrate_bps, ..c }),
+            Candidate::Vpx(c) => Candidate::Vpx(VpxConfig { bitrate_bps, ..c }),
+        }
+    }
+
+    fn encoder(&self) -> Box<dyn Encoder> {
+        match *self {
+            Candidate::OpenH264(c) => Box::new(OpenH264Encoder::new(c).expect("config")),
+            Candidate::Vpx(c) => Box::new(VpxEncoder::new(c).expect("config")),
+        }
+    }
+}
+
+/// The candidates: OpenH264's (below) and libvpx's at real-time speeds,
+/// each with the codec's screen-content tuning and without.
+fn candidates() -> Vec<(String, Candidate)> {
+    let mut all: Vec<(String, Candidate)> =
+        openh264_candidates().into_iter().map(|(n, c)| (n, Candidate::OpenH264(c))).collect();
+    all.push(("openh264 default".into(), Candidate::OpenH264(OpenH264Config::default())));
+    for (codec, speeds) in [(VpxCodec::Vp8, &[4u8, 6, 8, 10, 12, 14][..]), (VpxCodec::Vp9, &[6, 7, 8, 9][..])] {
+        let base = VpxConfig::for_codec(codec);
+        let tag = match codec {
+            VpxCodec::Vp8 => "vp8",
+            VpxCodec::Vp9 => "vp9",
+        };
+        for &speed in speeds {
+            all.push((format!("{tag} speed {speed} screen"), Candidate::Vpx(VpxConfig { speed, ..base })));
+        }
+        all.push((
+            format!("{tag} speed {} camera", base.speed),
+            Candidate::Vpx(VpxConfig { screen_content: false, ..base }),
+        ));
+        all.push((
+            format!("{tag} speed {} screen, no keyframe cap", base.speed),
+            Candidate::Vpx(VpxConfig { max_keyframe_pct: 0, ..base }),
+        ));
+    }
+    all
+}
+
+/// OpenH264's candidates: one change at a time from a common base where possible.
+fn openh264_candidates() -> Vec<(String, OpenH264Config)> {
     let base = OpenH264Config {
         usage: Usage::Screen,
         complexity: Complexity::Medium,
@@ -250,9 +321,37 @@ struct Row {
     skipped: u64,
 }
 
-fn run(config: OpenH264Config, frames: &[Prepared]) -> Row {
-    let mut encoder = OpenH264Encoder::new(config).expect("config");
-    let mut decoder = Decoder::new().expect("decoder");
+/// The decoder matching a candidate's codec; returns the picture's luma
+/// stride and rows.
+enum AnyDecoder {
+    H264(Decoder),
+    Vpx(VpxDecoder),
+}
+
+impl AnyDecoder {
+    fn new(codec: Codec) -> Self {
+        match codec {
+            Codec::H264 => AnyDecoder::H264(Decoder::new().expect("decoder")),
+            Codec::Vp8 => AnyDecoder::Vpx(VpxDecoder::new(VpxCodec::Vp8).expect("decoder")),
+            Codec::Vp9 => AnyDecoder::Vpx(VpxDecoder::new(VpxCodec::Vp9).expect("decoder")),
+        }
+    }
+
+    fn decode(&mut self, data: &[u8]) -> Option<(usize, Vec<u8>)> {
+        match self {
+            AnyDecoder::H264(d) => d.decode(data).expect("decode").map(|pic| {
+                let stride = pic.strides().0;
+                let rows = pic.dimensions().1;
+                (stride, pic.y()[..stride * rows].to_vec())
+            }),
+            AnyDecoder::Vpx(d) => d.decode(data).expect("decode").map(|pic| (pic.y_stride, pic.y.to_vec())),
+        }
+    }
+}
+
+fn run(candidate: Candidate, frames: &[Prepared]) -> Row {
+    let mut encoder = candidate.encoder();
+    let mut decoder = AnyDecoder::new(candidate.codec());
     let mut out = EncodedFrame::with_capacity(1 << 20);
     let (mut times, mut bytes, mut skipped) = (Vec::new(), 0usize, 0u64);
     let (mut text_sse, mut text_n, mut frame_sse, mut frame_n) = (0u64, 0u64, 0u64, 0u64);
@@ -267,10 +366,8 @@ fn run(config: OpenH264Config, frames: &[Prepared]) -> Row {
         times.push(t0.elapsed().as_secs_f64() * 1000.0);
         if outcome == EncodeOutcome::Encoded {
             bytes += out.data.len();
-            if let Some(pic) = decoder.decode(&out.data).expect("decode") {
-                let stride = pic.strides().0;
-                let rows = pic.dimensions().1;
-                shown = Some((stride, pic.y()[..stride * rows].to_vec()));
+            if let Some(picture) = decoder.decode(&out.data) {
+                shown = Some(picture);
             }
         } else {
             skipped += 1;
@@ -311,6 +408,7 @@ fn main() {
     let args = parse_args();
     let candidates: Vec<_> = candidates()
         .into_iter()
+        .filter(|(_, c)| args.codecs.contains(&c.codec()))
         .filter(|(name, _)| args.only.as_ref().is_none_or(|o| name.contains(o.as_str())))
         .collect();
     println!(
@@ -327,8 +425,7 @@ fn main() {
         let frames = prepare(scene, args.width, args.height, args.frames);
         for &kbps in &args.bitrates_kbps {
             for (name, config) in &candidates {
-                let config = OpenH264Config { bitrate_bps: kbps * 1000, ..*config };
-                let r = run(config, &frames);
+                let r = run(config.with_bitrate(kbps * 1000), &frames);
                 println!(
                     "| {name} | {} | {kbps} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
                     scene.name(),

@@ -114,6 +114,27 @@ pub enum EncodeError {
         code: i32,
     },
 
+    /// A libvpx (VP8/VP9) call failed, or the installed libvpx does not
+    /// match Peep's bindings.
+    #[error("libvpx {call} failed: {message}")]
+    Vpx {
+        /// The call, e.g. `"vpx_codec_encode"`.
+        call: &'static str,
+        /// libvpx's `vpx_codec_err_t` (-1: detected by Peep).
+        code: i32,
+        /// libvpx's description and detail.
+        message: String,
+    },
+
+    /// An encoder setting out of its range.
+    #[error("invalid {setting}: {reason}")]
+    InvalidSetting {
+        /// Which setting.
+        setting: &'static str,
+        /// The value and the accepted range.
+        reason: String,
+    },
+
     /// A QP range outside `1..=51` or with `min > max` (a minimum of 0 would
     /// make OpenH264 silently fall back to its defaults).
     #[error("QP range {min}..={max} is invalid (need 1 <= min <= max <= 51)")]

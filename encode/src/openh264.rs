@@ -718,6 +718,10 @@ impl Encoder for OpenH264Encoder {
     fn name(&self) -> &'static str {
         "openh264"
     }
+
+    fn codec(&self) -> crate::encoder::Codec {
+        crate::encoder::Codec::H264
+    }
 }
 
 #[cfg(test)]

@@ -797,6 +797,10 @@ impl<F: SessionFactory> Encoder for AsyncEncoder<F> {
     fn name(&self) -> &'static str {
         self.factory.name()
     }
+
+    fn codec(&self) -> crate::encoder::Codec {
+        crate::encoder::Codec::H264
+    }
 }
 
 /// Which encoder [`open_h264_encoder`] picked.

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::codecs::VideoCodec;
+
 /// A viewer's connection state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -109,6 +111,8 @@ pub struct ViewerSnapshot {
     pub id: String,
     /// The viewer's address as the HTTP server saw it.
     pub remote: SocketAddr,
+    /// The codec this viewer is sent.
+    pub codec: VideoCodec,
     /// State.
     pub state: ViewerState,
     /// Time since the viewer's offer arrived.
@@ -140,11 +144,12 @@ pub struct ViewerSnapshot {
 }
 
 impl ViewerSnapshot {
-    pub(crate) fn of(id: &str, remote: SocketAddr, since: Instant, s: &ViewerStats) -> Self {
+    pub(crate) fn of(id: &str, remote: SocketAddr, codec: VideoCodec, since: Instant, s: &ViewerStats) -> Self {
         let rtt_us = s.rtt_us.load(Ordering::Relaxed);
         Self {
             id: id.to_owned(),
             remote,
+            codec,
             state: s.state(),
             connected_for: since.elapsed(),
             rtt: (rtt_us > 0).then(|| Duration::from_micros(rtt_us)),

@@ -645,6 +645,7 @@ mod tests {
         let viewer = |id: &str| ViewerSnapshot {
             id: id.into(),
             remote: "127.0.0.1:5".parse().expect("addr"),
+            codec: peep_transport::VideoCodec::H264,
             state: peep_transport::ViewerState::Connected,
             connected_for: std::time::Duration::from_secs(3),
             rtt: None,
