@@ -8,7 +8,13 @@
 //!   WHEP POST to it;
 //! * sender CPU with 1, 2 and 4 viewers.
 //!
-//!     cargo bench -p peep --bench share [-- SECONDS]
+//!     cargo bench -p peep --bench share [-- SECONDS] [x11] [FPS]
+//!
+//! With `x11` the latency is measured on a real X server instead: a private
+//! Xvfb where a separate X client ([`Painter`]) draws the scene at 24 fps
+//! (unrelated to the capture rate) and stamps each picture as it sends it,
+//! so the figure includes the wait for the capture to notice the change.
+//! `FPS` (default 30) is the capture rate.
 
 #[path = "../tests/common/browser.rs"]
 mod browser;
@@ -19,8 +25,12 @@ use std::time::{Duration, Instant};
 use browser::{Browser, Page};
 use peep::pipeline::PipelineConfig;
 use peep::session::Session;
+use peep_capture::SourceId;
+use peep_capture::backend::CaptureBackend;
 use peep_capture::backend::synthetic::SyntheticBackend;
+use peep_capture::backend::x11::X11Session;
 use peep_capture::synthetic::Scene;
+use peep_capture::testing::{Painter, Xvfb};
 use peep_encode::{OpenH264Config, OpenH264Encoder};
 use peep_transport::{BitrateRange, ShareConfig};
 
@@ -43,18 +53,33 @@ const LATENCY_PROBE: &str = r#"
 })()
 "#;
 
-fn session(scene: Scene) -> Session {
-    let source = SyntheticBackend::new(1920, 1080, scene).expect("source");
-    let encoder =
-        OpenH264Encoder::new(OpenH264Config { bitrate_bps: 4_000_000, fps: 30.0, ..OpenH264Config::default() })
-            .expect("encoder");
+/// Where the shared picture comes from.
+enum Source {
+    /// Peep's synthetic source (stamps at capture time).
+    Synthetic,
+    /// A private Xvfb with a separate painter client (stamps at draw time).
+    X11 { xvfb: Xvfb },
+}
+
+fn session(source: &Source, scene: Scene, fps: f32) -> (Session, Option<Painter>) {
+    let (backend, painter): (Box<dyn CaptureBackend>, _) = match source {
+        Source::Synthetic => (Box::new(SyntheticBackend::new(1920, 1080, scene).expect("source")), None),
+        Source::X11 { xvfb } => {
+            let painter = Painter::start(xvfb.display(), 1920, 1080, scene, 24.0).expect("painter");
+            let x = X11Session::connect_to(Some(xvfb.display())).expect("connect");
+            (Box::new(x.capture(&SourceId::Screen).expect("capture")), Some(painter))
+        }
+    };
+    let encoder = OpenH264Encoder::new(OpenH264Config { bitrate_bps: 4_000_000, fps, ..OpenH264Config::default() })
+        .expect("encoder");
     let config = ShareConfig {
         bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
         port: 0,
         bitrate: BitrateRange::new(1_000_000, 4_000_000),
         ..ShareConfig::default()
     };
-    Session::start(Box::new(source), Box::new(encoder), PipelineConfig::default(), config).expect("session")
+    let pipeline = PipelineConfig { fps, ..PipelineConfig::default() };
+    (Session::start(backend, Box::new(encoder), pipeline, config).expect("session"), painter)
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -79,13 +104,24 @@ fn open_live(b: &mut Browser, link: &str) -> Page {
 }
 
 fn main() {
-    let seconds: u64 = std::env::args().filter_map(|a| a.parse().ok()).next().unwrap_or(10);
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let seconds: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(10);
+    let fps: f32 = args.iter().skip(1).find_map(|a| a.parse().ok()).unwrap_or(30.0);
+    let source = if args.iter().any(|a| a == "x11") {
+        Source::X11 { xvfb: Xvfb::start(1920, 1080).unwrap_or_else(|e| panic!("{e}")) }
+    } else {
+        Source::Synthetic
+    };
     println!(
-        "== share benchmarks: 1920x1080 @ 30 fps, synthetic source, headless Chromium, {seconds} s per measurement =="
+        "== share benchmarks: 1920x1080 @ {fps} fps, {} source, headless Chromium, {seconds} s per measurement ==",
+        match source {
+            Source::Synthetic => "synthetic",
+            Source::X11 { .. } => "X11 (Xvfb, painter at 24 fps)",
+        }
     );
 
     for scene in [Scene::Typing, Scene::Moving] {
-        let s = session(scene);
+        let (s, painter) = session(&source, scene, fps);
         let mut b = Browser::launch();
         let started = Instant::now();
         let page = open_live(&mut b, s.share().link());
@@ -118,11 +154,15 @@ fn main() {
         );
         drop(b);
         s.stop().expect("stop");
+        drop(painter);
+    }
+    if matches!(source, Source::X11 { .. }) {
+        return;
     }
 
     // Sender CPU (this process: synthetic rendering, conversion, encoding,
     // WebRTC) with 1, 2 and 4 viewers of one typing share.
-    let s = session(Scene::Typing);
+    let (s, _) = session(&source, Scene::Typing, fps);
     let mut b = Browser::launch();
     let mut pages = Vec::new();
     let mut previous: Option<(f64, usize)> = None;

@@ -197,3 +197,79 @@ impl DemoWindow {
         Ok(())
     }
 }
+
+/// A separate X client that draws a [`crate::synthetic::SyntheticScene`]
+/// into a window at (0, 0) at a fixed rate, on its own thread and
+/// connection, stamping each picture's mark with the wall-clock time just
+/// before it is sent: what a capture sees as "the screen changed". The
+/// latency benchmarks read these marks back. Stops on drop.
+#[derive(Debug)]
+pub struct Painter {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Result<u64>>>,
+}
+
+impl Painter {
+    /// Connects to `display` and starts drawing `scene` at `fps` into a
+    /// `width`×`height` window.
+    pub fn start(display: &str, width: u32, height: u32, scene: crate::synthetic::Scene, fps: f32) -> Result<Self> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::{Duration, Instant};
+        let session = crate::backend::x11::X11Session::connect_to(Some(display))?;
+        let mut window = DemoWindow::open(session.connection().clone(), 0, 0, width as u16, height as u16, "painter")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("peep-painter".into())
+                .spawn(move || {
+                    let content = crate::synthetic::SyntheticScene::new(width as usize, height as usize, scene);
+                    let stride = width as usize * 4;
+                    let mut frame = vec![0u8; stride * height as usize];
+                    let period = Duration::from_secs_f32(1.0 / fps.clamp(0.1, 240.0));
+                    let mut next = Instant::now();
+                    let mut drawn = 0u64;
+                    for index in 0u64.. {
+                        if stop.load(Ordering::Acquire) {
+                            break;
+                        }
+                        if index == 0 || content.changed(index) {
+                            content.render_content(index, &mut frame, stride);
+                            content.render_mark(&mut frame, stride, crate::marks::FrameMark::now(index as u32));
+                            window.show(&frame, width, height, stride)?;
+                            drawn += 1;
+                        }
+                        next += period;
+                        let now = Instant::now();
+                        if next > now {
+                            std::thread::sleep(next - now);
+                        } else {
+                            next = now;
+                        }
+                    }
+                    Ok(drawn)
+                })
+                .map_err(|e| crate::CaptureError::X11(format!("spawning the painter thread: {e}")))?
+        };
+        Ok(Self { stop, thread: Some(thread) })
+    }
+
+    /// Stops drawing; returns how many pictures were drawn.
+    pub fn stop(mut self) -> Result<u64> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        match self.thread.take() {
+            Some(t) => t.join().unwrap_or_else(|_| Err(crate::CaptureError::X11("painter thread panicked".into()))),
+            None => Ok(0),
+        }
+    }
+}
+
+impl Drop for Painter {
+    fn drop(&mut self) {
+        let _ = self.stop_inner();
+    }
+}
