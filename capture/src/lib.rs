@@ -28,6 +28,7 @@ pub mod marks;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod platform;
 pub mod ring;
+pub mod schedule;
 pub mod source;
 pub mod synthetic;
 #[cfg(target_os = "linux")]

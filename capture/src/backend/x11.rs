@@ -26,17 +26,18 @@ use std::time::Instant;
 
 use x11rb::connection::{Connection, RequestConnection};
 use x11rb::errors::{ConnectionError, ReplyError, ReplyOrIdError};
+use x11rb::protocol::ErrorKind;
 use x11rb::protocol::Event;
 use x11rb::protocol::composite::{self, ConnectionExt as _};
-use x11rb::protocol::damage::{self, ConnectionExt as _};
+use x11rb::protocol::damage;
 use x11rb::protocol::randr::ConnectionExt as _;
 use x11rb::protocol::shm::{self, ConnectionExt as _};
 use x11rb::protocol::xfixes::{self, ConnectionExt as _};
 use x11rb::protocol::xproto::{self, ConnectionExt as _};
 use x11rb::rust_connection::RustConnection;
 use x11rb::x11_utils::X11Error;
-use x11rb::{NONE, protocol::ErrorKind};
 
+use super::x11_wire::{Extensions, Wire, WireError};
 use super::{CaptureBackend, Tick};
 use crate::error::{CaptureError, Result};
 use crate::frame::{FrameMeta, PixelFormat};
@@ -79,6 +80,9 @@ struct Atoms {
 #[derive(Clone)]
 pub struct X11Session {
     conn: Arc<RustConnection>,
+    /// The display name given to `connect_to` (`None`: `$DISPLAY`), for the
+    /// capture's own connection.
+    display: Option<String>,
     screen_num: usize,
     atoms: Atoms,
 }
@@ -107,7 +111,7 @@ impl X11Session {
             net_wm_name: intern(b"_NET_WM_NAME")?,
             utf8_string: intern(b"UTF8_STRING")?,
         };
-        Ok(Self { conn, screen_num, atoms })
+        Ok(Self { conn, display: display.map(str::to_owned), screen_num, atoms })
     }
 
     fn screen(&self) -> &xproto::Screen {
@@ -437,6 +441,9 @@ pub struct X11Capture {
     /// Capture rectangle in the drawable's coordinates (root: screen coordinates).
     rect: Rect,
     format: PixelFormat,
+    /// The hot-path connection: DAMAGE, cursor-shape events, ShmGetImage,
+    /// QueryPointer (no allocation per frame).
+    wire: Wire,
     damage: Option<damage::Damage>,
     dirty: bool,
     cursor: Cursor,
@@ -465,9 +472,15 @@ impl X11Capture {
             conn.xfixes_query_version(5, 0)?.reply()?;
         }
         let has_damage = has_xfixes && session.has_extension(damage::X11_EXTENSION_NAME)?;
-        if has_damage {
-            conn.damage_query_version(1, 1)?.reply()?;
-        }
+        let info = |name: &'static str| -> Result<Option<(u8, u8)>> {
+            Ok(conn.extension_information(name)?.map(|i| (i.major_opcode, i.first_event)))
+        };
+        let ext = Extensions {
+            shm_opcode: info(shm::X11_EXTENSION_NAME)?.ok_or(CaptureError::MissingExtension("MIT-SHM"))?.0,
+            damage: if has_damage { info(damage::X11_EXTENSION_NAME)? } else { None },
+            xfixes: if has_xfixes { info(xfixes::X11_EXTENSION_NAME)? } else { None },
+        };
+        let mut wire = Wire::connect(session.display.as_deref(), ext)?;
         let root = session.root();
         let (target, rect, drawable, format, description) = match id {
             SourceId::Screen | SourceId::Monitor(_) => {
@@ -516,22 +529,28 @@ impl X11Capture {
             }
             SourceId::Synthetic(_) => return Err(CaptureError::UnknownSource(id.to_string())),
         };
+        conn.flush()?;
         let damage = if has_damage {
-            let d = conn.generate_id()?;
-            conn.damage_create(d, drawable, damage::ReportLevel::NON_EMPTY)?;
+            let d = wire.generate_id()?;
+            wire.damage_create(d, drawable)?;
             Some(d)
         } else {
             None
         };
         if has_xfixes {
-            conn.xfixes_select_cursor_input(root, xfixes::CursorNotifyMask::DISPLAY_CURSOR)?;
+            wire.select_cursor_input(root)?;
         }
-        conn.flush()?;
+        // Report a bad drawable now rather than as a stray error later.
+        wire.sync()?;
+        if let Some(e) = wire.take_async_error() {
+            return Err(x11_err(format!("setting up change notifications failed: {e:?}")));
+        }
         let mut capture = Self {
             session,
             target,
             rect,
             format,
+            wire,
             damage,
             dirty: true,
             cursor: Cursor { visible: has_xfixes, shape_changed: true, ..Cursor::default() },
@@ -540,10 +559,6 @@ impl X11Capture {
         };
         capture.rename_pixmap()?;
         Ok(capture)
-    }
-
-    fn conn(&self) -> &RustConnection {
-        &self.session.conn
     }
 
     fn gone(&self) -> CaptureError {
@@ -592,7 +607,37 @@ impl X11Capture {
         }
     }
 
+    /// Applies what the capture connection has seen (damage, cursor shape
+    /// changes, errors of requests without replies). Returns whether
+    /// anything changed.
+    fn apply_wire_events(&mut self) -> Result<bool> {
+        let seen = self.wire.take_seen();
+        if seen.damage {
+            self.dirty = true;
+        }
+        if seen.cursor_shape {
+            self.cursor.shape_changed = true;
+        }
+        if let Some(e) = self.wire.take_async_error() {
+            self.handle_wire_error(&e)?;
+        }
+        Ok(seen.damage || (seen.cursor_shape && self.cursor.visible))
+    }
+
+    fn handle_wire_error(&self, e: &WireError) -> Result<()> {
+        // Core error codes: BadWindow 3, BadDrawable 9.
+        match &self.target {
+            Target::Window { id, .. } if matches!(e.code, 3 | 9) && e.bad_value == *id => Err(self.gone()),
+            _ => {
+                tracing::debug!(?e, "X11 error on the capture connection");
+                Ok(())
+            }
+        }
+    }
+
     fn drain_events(&mut self) -> Result<()> {
+        self.wire.drain()?;
+        self.apply_wire_events()?;
         let mut rename = false;
         while let Some(event) = self.session.conn.poll_for_event()? {
             match event {
@@ -666,15 +711,15 @@ impl X11Capture {
             self.cursor.shape_changed = false;
             self.dirty = true;
         }
-        let pos = match &self.target {
-            Target::Root { .. } => {
-                let p = conn.query_pointer(self.session.root())?.reply()?;
-                (i32::from(p.root_x) - self.rect.x, i32::from(p.root_y) - self.rect.y)
-            }
-            Target::Window { id, .. } => match conn.query_pointer(*id)?.reply() {
+        let pos = match self.target {
+            Target::Root { .. } => match self.wire.query_pointer(self.session.root())? {
+                Ok(p) => (i32::from(p.root_x) - self.rect.x, i32::from(p.root_y) - self.rect.y),
+                Err(e) => return Err(x11_err(format!("QueryPointer failed: {e:?}"))),
+            },
+            Target::Window { id, .. } => match self.wire.query_pointer(id)? {
                 Ok(p) => (i32::from(p.win_x), i32::from(p.win_y)),
-                Err(ReplyError::X11Error(e)) if e.error_kind == ErrorKind::Window => return Err(self.gone()),
-                Err(e) => return Err(e.into()),
+                Err(e) if e.code == 3 => return Err(self.gone()), // BadWindow
+                Err(e) => return Err(x11_err(format!("QueryPointer failed: {e:?}"))),
             },
         };
         if pos != self.cursor.pos {
@@ -748,7 +793,7 @@ impl CaptureBackend for X11Capture {
         let changed = self.dirty;
         if let Some(d) = self.damage {
             // Before the read: changes during or after it raise damage again.
-            self.conn().damage_subtract(d, NONE, NONE)?;
+            self.wire.damage_subtract_all(d)?;
         }
         self.dirty = false;
         let Rect { x, y, width, height } = self.rect;
@@ -761,22 +806,9 @@ impl CaptureBackend for X11Capture {
         let memory = slot.ensure(stride_bytes * height as usize, |len| alloc_shm(&conn, len))?;
         let seg = memory.key() as shm::Seg;
         let captured_at = Instant::now();
-        let reply = conn
-            .shm_get_image(
-                drawable,
-                x as i16,
-                y as i16,
-                width as u16,
-                height as u16,
-                !0,
-                xproto::ImageFormat::Z_PIXMAP.into(),
-                seg,
-                0,
-            )?
-            .reply();
-        match reply {
-            Ok(_) => {}
-            Err(ReplyError::X11Error(e)) => {
+        match self.wire.shm_get_image(drawable, (x as i16, y as i16, width as u16, height as u16), seg)? {
+            Ok(()) => {}
+            Err(e) => {
                 return match &self.target {
                     // The window went away or was unmapped/resized in the meantime:
                     // the next tick's events say which.
@@ -791,7 +823,6 @@ impl CaptureBackend for X11Capture {
                     Target::Root { .. } => Err(x11_err(format!("ShmGetImage failed: {e:?}"))),
                 };
             }
-            Err(e) => return Err(e.into()),
         }
         if self.cursor.visible && !self.cursor.image.is_empty() {
             blend_cursor(memory.as_mut_slice(), width, height, stride_bytes, &self.cursor);
@@ -812,13 +843,31 @@ impl CaptureBackend for X11Capture {
     fn describe(&self) -> String {
         self.description.clone()
     }
+
+    /// Waits on the capture connection's socket for DAMAGE (or a cursor
+    /// shape change, when the cursor is drawn). Structure changes (resizes,
+    /// unmaps) arrive on the session's connection and are noticed by the
+    /// driver's next poll, at most one frame period later; so are cursor
+    /// moves, which X11 does not report to a non-grabbing client without
+    /// XInput.
+    fn wait_for_change(&mut self, deadline: Instant) -> Result<bool> {
+        loop {
+            self.wire.drain()?;
+            if self.apply_wire_events()? {
+                return Ok(true);
+            }
+            if !self.wire.wait_readable(Some(deadline))? {
+                return Ok(false);
+            }
+        }
+    }
 }
 
 impl Drop for X11Capture {
     fn drop(&mut self) {
         let conn = &self.session.conn;
         if let Some(d) = self.damage {
-            let _ = conn.damage_destroy(d);
+            let _ = self.wire.damage_destroy(d);
         }
         if let Target::Window { id, pixmap, .. } = &self.target {
             if let Some(p) = pixmap {
