@@ -62,7 +62,12 @@ impl RingWord {
     }
 
     fn find(self, s: SlotState) -> Option<usize> {
-        (0..SLOTS).find(|&i| self.get(i) == s)
+        self.find_from(s, 0)
+    }
+
+    /// The first slot in state `s` at or after `from`, wrapping around.
+    fn find_from(self, s: SlotState, from: usize) -> Option<usize> {
+        (0..SLOTS).map(|k| (from + k) % SLOTS).find(|&i| self.get(i) == s)
     }
 
     /// How many slots are in state `s`.
@@ -74,8 +79,11 @@ impl RingWord {
 /// A transition of the ring's state machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    /// Producer: FREE → WRITING.
-    Begin,
+    /// Producer: FREE → WRITING, the first FREE slot at or after the given
+    /// index (the producer rotates it, so every slot is written — and its
+    /// memory allocated — within the first frames, not whenever timing
+    /// first lets a third slot be free).
+    Begin(usize),
     /// Producer: WRITING(i) → READY, an older READY → FREE.
     Publish(usize),
     /// Producer: WRITING(i) → FREE (frame abandoned).
@@ -90,7 +98,7 @@ pub enum Op {
 /// whether an untaken frame was overwritten, or `None` if `op` is not possible.
 pub fn transition(word: RingWord, op: Op) -> Option<(RingWord, usize, bool)> {
     match op {
-        Op::Begin => word.find(SlotState::Free).map(|i| (word.set(i, SlotState::Writing), i, false)),
+        Op::Begin(from) => word.find_from(SlotState::Free, from).map(|i| (word.set(i, SlotState::Writing), i, false)),
         Op::Publish(i) => {
             (word.get(i) == SlotState::Writing).then_some(())?;
             let (w, dropped) = match word.find(SlotState::Ready) {
@@ -243,12 +251,14 @@ pub fn frame_ring() -> (RingProducer, RingConsumer) {
         frame_requested: AtomicBool::new(false),
         stats: RingStats::default(),
     });
-    (RingProducer { shared: shared.clone() }, RingConsumer { shared })
+    (RingProducer { shared: shared.clone(), next_slot: 0 }, RingConsumer { shared })
 }
 
 /// The producer end, owned by a capture backend.
 pub struct RingProducer {
     shared: Arc<Shared>,
+    /// Where [`RingProducer::begin`] starts looking for a FREE slot.
+    next_slot: usize,
 }
 
 impl std::fmt::Debug for RingProducer {
@@ -260,9 +270,10 @@ impl std::fmt::Debug for RingProducer {
 impl RingProducer {
     /// Starts a frame in a free slot. Never blocks.
     pub fn begin(&mut self) -> WriteSlot<'_> {
-        let (index, _) = self.shared.apply(Op::Begin).expect(
+        let (index, _) = self.shared.apply(Op::Begin(self.next_slot)).expect(
             "a free slot exists: at most one READY and one IN_USE of three, and &mut self excludes a second WRITING",
         );
+        self.next_slot = (index + 1) % SLOTS;
         WriteSlot { producer: self, index, published: false }
     }
 
@@ -541,8 +552,10 @@ mod tests {
             let mut next = Vec::new();
             match writing {
                 None => {
-                    let (w, i, _) = transition(word, Op::Begin).expect("producer can always begin");
-                    next.push((w, Some(i), reading));
+                    for from in 0..SLOTS {
+                        let (w, i, _) = transition(word, Op::Begin(from)).expect("producer can always begin");
+                        next.push((w, Some(i), reading));
+                    }
                 }
                 Some(i) => {
                     let (w, _, _) = transition(word, Op::Publish(i)).expect("publish");
@@ -628,6 +641,24 @@ mod tests {
         }
         let after = c.stats().allocations.load(Ordering::Relaxed);
         assert!(after - allocs <= SLOTS as u64, "resize reallocated {} times", after - allocs);
+    }
+
+    #[test]
+    fn every_slot_is_written_within_the_first_three_frames() {
+        // A consumer that always takes at once would otherwise leave the
+        // third slot unused (and unallocated) until timing first frees it,
+        // possibly long after warm-up: an allocation in steady state.
+        let (mut p, mut c) = frame_ring();
+        let mut used = HashSet::new();
+        for seq in 0..3 {
+            let mut s = p.begin();
+            used.insert(s.index());
+            s.heap_bytes(4);
+            s.publish(meta(1, 1, seq));
+            drop(c.try_take().expect("frame"));
+        }
+        assert_eq!(used.len(), SLOTS);
+        assert_eq!(c.stats().allocations.load(Ordering::Relaxed), SLOTS as u64);
     }
 
     #[test]
