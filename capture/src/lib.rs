@@ -35,6 +35,6 @@ pub mod synthetic;
 pub mod testing;
 
 pub use error::{CaptureError, Result};
-pub use frame::{FrameMeta, PixelFormat};
+pub use frame::{DamageRect, FrameMeta, PixelFormat};
 pub use ring::{FrameRef, RingConsumer, RingProducer, SlotMemory, Take, WriteSlot, frame_ring};
 pub use source::{SourceId, SourceInfo, SourceKind, Thumbnail};

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use crate::frame::FrameMeta;
+use crate::frame::{DamageRect, FrameMeta};
 
 /// Number of slots.
 pub const SLOTS: usize = 3;
@@ -188,6 +188,9 @@ unsafe impl Sync for HeapOwner {}
 struct Slot {
     memory: UnsafeCell<Option<SlotMemory>>,
     meta: UnsafeCell<Option<FrameMeta>>,
+    /// What may differ from the frame the consumer took before (`None`:
+    /// unknown, the whole frame).
+    damage: UnsafeCell<Option<DamageRect>>,
 }
 
 /// Counters kept by the ring.
@@ -251,7 +254,7 @@ pub fn frame_ring() -> (RingProducer, RingConsumer) {
         frame_requested: AtomicBool::new(false),
         stats: RingStats::default(),
     });
-    (RingProducer { shared: shared.clone(), next_slot: 0 }, RingConsumer { shared })
+    (RingProducer { shared: shared.clone(), next_slot: 0, last_damage: None }, RingConsumer { shared })
 }
 
 /// The producer end, owned by a capture backend.
@@ -259,6 +262,8 @@ pub struct RingProducer {
     shared: Arc<Shared>,
     /// Where [`RingProducer::begin`] starts looking for a FREE slot.
     next_slot: usize,
+    /// Damage stored with the last published frame.
+    last_damage: Option<DamageRect>,
 }
 
 impl std::fmt::Debug for RingProducer {
@@ -353,19 +358,38 @@ impl WriteSlot<'_> {
     }
 
     /// Publishes the frame as the newest; an untaken older frame is dropped.
-    /// Returns whether one was.
+    /// Returns whether one was. The consumer sees no damage information
+    /// ([`FrameRef::damage`] is `None`: the whole frame may have changed).
     ///
     /// # Panics
     /// If the slot holds fewer than `meta.len_bytes()` bytes: a backend bug.
-    pub fn publish(mut self, meta: FrameMeta) -> bool {
+    pub fn publish(self, meta: FrameMeta) -> bool {
+        self.publish_with_damage(meta, None)
+    }
+
+    /// Publishes the frame with what changed since the previous published
+    /// frame (`None`: unknown). If that frame is still untaken (and about to
+    /// be dropped), its damage is added, so [`FrameRef::damage`] always
+    /// covers everything since the frame the consumer took before.
+    ///
+    /// # Panics
+    /// As [`WriteSlot::publish`].
+    pub fn publish_with_damage(mut self, meta: FrameMeta, damage: Option<DamageRect>) -> bool {
         let shared = &self.producer.shared;
         let slot = &shared.slots[self.index];
+        // A READY frame now will either be dropped by this publish or taken
+        // meanwhile; either way merging is safe (at worst too much damage).
+        // None can become READY in between: only the producer publishes.
+        let untaken = RingWord(shared.word.load(Ordering::Acquire)).find(SlotState::Ready).is_some();
+        let damage = if untaken { DamageRect::union_opt(damage, self.producer.last_damage) } else { damage };
         // SAFETY: still WRITING, only the producer touches the slot.
         unsafe {
             let len = (*slot.memory.get()).as_ref().map_or(0, SlotMemory::len);
             assert!(len >= meta.len_bytes(), "published {} bytes of frame in a {len}-byte slot", meta.len_bytes());
             *slot.meta.get() = Some(meta);
+            *slot.damage.get() = damage;
         }
+        self.producer.last_damage = damage;
         let (_, dropped) = shared.apply(Op::Publish(self.index)).expect("slot is WRITING");
         self.published = true;
         shared.stats.published.fetch_add(1, Ordering::Relaxed);
@@ -415,10 +439,11 @@ impl RingConsumer {
         let slot = &self.shared.slots[index];
         // SAFETY: the slot is IN_USE, only this consumer (borrowed mutably) reads it,
         // and the Acquire in `apply` orders the producer's writes before us.
-        let (memory, meta) =
-            unsafe { ((*slot.memory.get()).as_ref(), (*slot.meta.get()).expect("READY slots have metadata")) };
+        let (memory, meta, damage) = unsafe {
+            ((*slot.memory.get()).as_ref(), (*slot.meta.get()).expect("READY slots have metadata"), *slot.damage.get())
+        };
         let data = &memory.expect("READY slots have memory").as_slice()[..meta.len_bytes()];
-        Some(FrameRef { shared: &self.shared, index, meta, data })
+        Some(FrameRef { shared: &self.shared, index, meta, damage, data })
     }
 
     /// Waits up to `timeout` for a frame.
@@ -483,6 +508,7 @@ pub struct FrameRef<'a> {
     shared: &'a Shared,
     index: usize,
     meta: FrameMeta,
+    damage: Option<DamageRect>,
     data: &'a [u8],
 }
 
@@ -501,6 +527,13 @@ impl FrameRef<'_> {
     /// The pixels: `meta().height` rows of `meta().stride_bytes` bytes.
     pub fn data(&self) -> &[u8] {
         self.data
+    }
+
+    /// What may differ from the frame the consumer took before this one
+    /// (frames the ring dropped in between included); `None` when unknown
+    /// (the whole frame may differ). Meaningless across a size change.
+    pub fn damage(&self) -> Option<DamageRect> {
+        self.damage
     }
 
     /// The slot this frame lives in.
@@ -659,6 +692,37 @@ mod tests {
         }
         assert_eq!(used.len(), SLOTS);
         assert_eq!(c.stats().allocations.load(Ordering::Relaxed), SLOTS as u64);
+    }
+
+    #[test]
+    fn damage_of_a_dropped_frame_is_added_to_the_next() {
+        let (mut p, mut c) = frame_ring();
+        let rect = |y, height| Some(DamageRect { x: 0, y, width: 4, height });
+        let publish = |p: &mut RingProducer, seq, damage| {
+            let mut s = p.begin();
+            s.heap_bytes(64);
+            s.publish_with_damage(meta(4, 4, seq), damage);
+        };
+        publish(&mut p, 0, rect(0, 1));
+        assert_eq!(c.try_take().expect("frame").damage(), rect(0, 1));
+        // Taken in time: each frame carries its own damage.
+        publish(&mut p, 1, rect(3, 1));
+        assert_eq!(c.try_take().expect("frame").damage(), rect(3, 1));
+        // Frame 2 is overwritten by frame 3: frame 3 reports both.
+        publish(&mut p, 2, rect(1, 1));
+        publish(&mut p, 3, rect(3, 1));
+        let f = c.try_take().expect("frame");
+        assert_eq!((f.meta().seq, f.damage()), (3, rect(1, 3)));
+        drop(f);
+        // Unknown damage anywhere in the chain makes the result unknown.
+        publish(&mut p, 4, None);
+        publish(&mut p, 5, rect(0, 1));
+        assert_eq!(c.try_take().expect("frame").damage(), None);
+        // A plain publish carries no damage information.
+        let mut s = p.begin();
+        s.heap_bytes(64);
+        s.publish(meta(4, 4, 6));
+        assert_eq!(c.try_take().expect("frame").damage(), None);
     }
 
     #[test]

@@ -140,6 +140,20 @@ impl DemoWindow {
     /// Shows a BGRA image (`stride_bytes` per row) at the window's top-left,
     /// through a shared-memory segment reused while the size stays the same.
     pub fn show(&mut self, bgra: &[u8], width: u32, height: u32, stride_bytes: usize) -> Result<()> {
+        self.show_region(bgra, width, height, stride_bytes, crate::frame::DamageRect { x: 0, y: 0, width, height })
+    }
+
+    /// Like [`DemoWindow::show`], but sends only `region` of the image to
+    /// the server (as an application repainting only what changed does), so
+    /// the X server's damage covers only that region.
+    pub fn show_region(
+        &mut self,
+        bgra: &[u8],
+        width: u32,
+        height: u32,
+        stride_bytes: usize,
+        region: crate::frame::DamageRect,
+    ) -> Result<()> {
         let len = width as usize * height as usize * 4;
         if self.shm.as_ref().is_none_or(|(_, w, h)| (*w, *h) != (width, height)) {
             self.shm = None;
@@ -152,17 +166,28 @@ impl DemoWindow {
                 .copy_from_slice(&bgra[y * stride_bytes..y * stride_bytes + width as usize * 4]);
         }
         let seg = memory.key() as u32;
+        let region = crate::frame::DamageRect::clipped(
+            region.x.into(),
+            region.y.into(),
+            region.width.into(),
+            region.height.into(),
+            width,
+            height,
+        );
+        if region.is_empty() {
+            return Ok(());
+        }
         self.conn.shm_put_image(
             self.window,
             self.gc,
             width as u16,
             height as u16,
-            0,
-            0,
-            width as u16,
-            height as u16,
-            0,
-            0,
+            region.x as u16,
+            region.y as u16,
+            region.width as u16,
+            region.height as u16,
+            region.x as i16,
+            region.y as i16,
             24,
             xproto::ImageFormat::Z_PIXMAP.into(),
             false,
@@ -236,7 +261,9 @@ impl Painter {
                         if index == 0 || content.changed(index) {
                             content.render_content(index, &mut frame, stride);
                             content.render_mark(&mut frame, stride, crate::marks::FrameMark::now(index as u32));
-                            window.show(&frame, width, height, stride)?;
+                            // Repaint only what changed, as applications do.
+                            let all = crate::frame::DamageRect { x: 0, y: 0, width, height };
+                            window.show_region(&frame, width, height, stride, content.damage(index).unwrap_or(all))?;
                             drawn += 1;
                         }
                         next += period;

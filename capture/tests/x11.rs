@@ -288,7 +288,15 @@ fn damage_wakes_wait_for_change() {
     }
     let f = c.try_take().expect("frame");
     assert_eq!(&f.data()[(20 * 320 + 20) * 4..][..3], &[0, 0, 255], "the red square is in the frame");
+    // DAMAGE's bounding box says where: the square, not the whole screen.
+    let d = f.damage().expect("a known damage rectangle");
+    assert!(d.x <= 10 && d.y <= 10 && d.x + d.width >= 60 && d.y + d.height >= 60, "{d:?} misses the square");
+    assert!(d.width <= 100 && d.height <= 100, "{d:?} is much larger than the square");
     drop(f);
+    // A forced frame of the unchanged screen: nothing damaged.
+    drop(capture_frame(&mut cap, &mut p, &mut c, true));
+    assert!(matches!(cap.capture(&mut p, 2, true).expect("capture"), Tick::Published { changed: false }));
+    assert_eq!(c.try_take().expect("frame").damage(), Some(peep_capture::DamageRect::EMPTY));
 
     // The capture consumed the damage: quiet again.
     assert!(!cap.wait_for_change(Instant::now() + Duration::from_millis(100)).expect("wait"));

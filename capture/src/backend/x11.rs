@@ -40,7 +40,7 @@ use x11rb::x11_utils::X11Error;
 use super::x11_wire::{Extensions, Wire, WireError};
 use super::{CaptureBackend, Tick};
 use crate::error::{CaptureError, Result};
-use crate::frame::{FrameMeta, PixelFormat};
+use crate::frame::{DamageRect, FrameMeta, PixelFormat};
 use crate::ring::{RingProducer, SlotMemory};
 use crate::source::{SourceId, SourceInfo, SourceKind, Thumbnail};
 
@@ -332,6 +332,15 @@ impl Rect {
         (x1 > x0 && y1 > y0).then(|| Rect { x: x0, y: y0, width: (x1 - x0) as u32, height: (y1 - y0) as u32 })
     }
 
+    /// The smallest rectangle covering both.
+    fn union(self, other: Option<Rect>) -> Rect {
+        let Some(o) = other else { return self };
+        let (x0, y0) = (self.x.min(o.x), self.y.min(o.y));
+        let x1 = (self.x + self.width as i32).max(o.x + o.width as i32);
+        let y1 = (self.y + self.height as i32).max(o.y + o.height as i32);
+        Rect { x: x0, y: y0, width: (x1 - x0) as u32, height: (y1 - y0) as u32 }
+    }
+
     fn intersects(&self, other: &Rect) -> bool {
         self.x < other.x + other.width as i32
             && other.x < self.x + self.width as i32
@@ -446,6 +455,12 @@ pub struct X11Capture {
     wire: Wire,
     damage: Option<damage::Damage>,
     dirty: bool,
+    /// The next frame's damage rectangle is unknown (first frame, resizes,
+    /// remaps, settings): publish it as "everything may have changed".
+    damage_unknown: bool,
+    /// Where the cursor was or is drawn, if it moved or changed shape since
+    /// the last frame (capture-area coordinates).
+    cursor_damage: Option<Rect>,
     cursor: Cursor,
     has_xfixes: bool,
     description: String,
@@ -553,6 +568,8 @@ impl X11Capture {
             wire,
             damage,
             dirty: true,
+            damage_unknown: true,
+            cursor_damage: None,
             cursor: Cursor { visible: has_xfixes, shape_changed: true, ..Cursor::default() },
             has_xfixes,
             description,
@@ -589,8 +606,14 @@ impl X11Capture {
             Err(ReplyError::X11Error(e)) if e.error_kind == ErrorKind::Window => return Err(self.gone()),
             Err(e) => return Err(e.into()),
         }
-        self.dirty = true;
+        self.mark_all_dirty();
         Ok(())
+    }
+
+    /// The next frame may differ anywhere (no damage rectangle for it).
+    fn mark_all_dirty(&mut self) {
+        self.dirty = true;
+        self.damage_unknown = true;
     }
 
     fn handle_error(&self, e: &X11Error) -> Result<()> {
@@ -685,7 +708,7 @@ impl X11Capture {
                             CaptureError::UnknownSource(_) => self.gone(),
                             e => e,
                         })?;
-                        self.dirty = true;
+                        self.mark_all_dirty();
                     }
                     _ => {}
                 },
@@ -703,12 +726,15 @@ impl X11Capture {
     fn update_cursor(&mut self) -> Result<()> {
         let conn = self.session.conn.clone();
         if self.cursor.shape_changed {
+            // Where the old shape was drawn must be redrawn.
+            self.cursor_damage = Some(self.cursor.rect(self.cursor.pos).union(self.cursor_damage));
             let img = conn.xfixes_get_cursor_image()?.reply()?;
             self.cursor.image.clear();
             self.cursor.image.extend_from_slice(&img.cursor_image);
             (self.cursor.width, self.cursor.height, self.cursor.xhot, self.cursor.yhot) =
                 (img.width, img.height, img.xhot, img.yhot);
             self.cursor.shape_changed = false;
+            self.cursor_damage = Some(self.cursor.rect(self.cursor.pos).union(self.cursor_damage));
             self.dirty = true;
         }
         let pos = match self.target {
@@ -726,6 +752,8 @@ impl X11Capture {
             let area = Rect { x: 0, y: 0, width: self.rect.width, height: self.rect.height };
             if self.cursor.rect(pos).intersects(&area) || self.cursor.rect(self.cursor.pos).intersects(&area) {
                 self.dirty = true;
+                let moved = self.cursor.rect(pos).union(Some(self.cursor.rect(self.cursor.pos)));
+                self.cursor_damage = Some(moved.union(self.cursor_damage));
             }
             self.cursor.pos = pos;
         }
@@ -784,7 +812,7 @@ impl CaptureBackend for X11Capture {
             self.update_cursor()?;
         }
         if self.damage.is_none() {
-            self.dirty = true; // no DAMAGE extension: every tick is a change
+            self.mark_all_dirty(); // no DAMAGE extension: every tick is a change
         }
         let Some(drawable) = self.drawable() else { return Ok(Tick::Unchanged) };
         if !self.dirty && !force {
@@ -816,7 +844,7 @@ impl CaptureBackend for X11Capture {
                         if conn.get_window_attributes(*id)?.reply().is_err() {
                             Err(self.gone())
                         } else {
-                            self.dirty = true;
+                            self.mark_all_dirty();
                             Ok(Tick::Unchanged)
                         }
                     }
@@ -827,7 +855,30 @@ impl CaptureBackend for X11Capture {
         if self.cursor.visible && !self.cursor.image.is_empty() {
             blend_cursor(memory.as_mut_slice(), width, height, stride_bytes, &self.cursor);
         }
-        slot.publish(FrameMeta { width, height, stride_bytes, format: self.format, captured_at, seq, changed });
+        // Everything DAMAGE reported up to the reply is in this picture.
+        let reported = self.wire.take_damage();
+        let damage = if std::mem::take(&mut self.damage_unknown) {
+            None
+        } else {
+            // DAMAGE areas are in the drawable's coordinates: the root's
+            // for screens and monitors, the window's (= the frame's) for
+            // windows.
+            let (dx, dy) = match self.target {
+                Target::Root { .. } => (i64::from(x), i64::from(y)),
+                Target::Window { .. } => (0, 0),
+            };
+            let clip = |x: i64, y: i64, w: u32, h: u32| DamageRect::clipped(x, y, w.into(), h.into(), width, height);
+            let screen = reported
+                .map_or(DamageRect::EMPTY, |a| clip(i64::from(a.x) - dx, i64::from(a.y) - dy, a.width, a.height));
+            let cursor =
+                self.cursor_damage.map_or(DamageRect::EMPTY, |c| clip(c.x.into(), c.y.into(), c.width, c.height));
+            Some(screen.union(cursor))
+        };
+        self.cursor_damage = None;
+        slot.publish_with_damage(
+            FrameMeta { width, height, stride_bytes, format: self.format, captured_at, seq, changed },
+            damage,
+        );
         Ok(Tick::Published { changed })
     }
 
@@ -837,7 +888,7 @@ impl CaptureBackend for X11Capture {
 
     fn set_cursor(&mut self, visible: bool) {
         self.cursor.visible = visible && self.has_xfixes;
-        self.dirty = true;
+        self.mark_all_dirty();
     }
 
     fn describe(&self) -> String {

@@ -76,6 +76,25 @@ pub(crate) struct Seen {
     pub cursor_shape: bool,
 }
 
+/// A damaged area in the drawable's coordinates (X11's signed origin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Area {
+    pub x: i32,
+    pub y: i32,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Area {
+    fn union(self, other: Option<Area>) -> Area {
+        let Some(o) = other else { return self };
+        let (x0, y0) = (self.x.min(o.x), self.y.min(o.y));
+        let x1 = (i64::from(self.x) + i64::from(self.width)).max(i64::from(o.x) + i64::from(o.width));
+        let y1 = (i64::from(self.y) + i64::from(self.height)).max(i64::from(o.y) + i64::from(o.height));
+        Area { x: x0, y: y0, width: (x1 - i64::from(x0)) as u32, height: (y1 - i64::from(y0)) as u32 }
+    }
+}
+
 /// The `QueryPointer` fields the capture uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Pointer {
@@ -96,6 +115,14 @@ pub(crate) struct Wire {
     start: usize,
     end: usize,
     seen: Seen,
+    /// Bounding box of the damage reported since the last
+    /// [`Wire::take_damage`].
+    damage: Option<Area>,
+    /// The part of it reported after the last DamageSubtract was processed
+    /// (so it is still in the server's damage region: the next frame's).
+    damage_after_subtract: Option<Area>,
+    /// Sequence number of the last DamageSubtract.
+    subtract_sequence: u16,
     /// The last error of a request nobody waited for (e.g. DamageSubtract).
     last_async_error: Option<WireError>,
 }
@@ -144,6 +171,9 @@ impl Wire {
             start: 0,
             end: 0,
             seen: Seen::default(),
+            damage: None,
+            damage_after_subtract: None,
+            subtract_sequence: 0,
             last_async_error: None,
         };
         wire.write_all(&request)?;
@@ -195,12 +225,21 @@ impl Wire {
         self.last_async_error.take()
     }
 
-    /// `DamageCreate` (report level NonEmpty: one event per empty → damaged).
+    /// `DamageCreate` with report level BoundingBox: an event whenever the
+    /// bounding box of the damage grows, carrying the box.
     pub fn damage_create(&mut self, damage: u32, drawable: u32) -> Result<()> {
         let (major, _) = self.ext.damage.ok_or_else(|| io_err("damage", "DAMAGE is missing"))?;
-        // ReportLevel NonEmpty = 3, in the low byte of the third word.
-        self.send(&request_u32s(major, DAMAGE_CREATE, &[damage, drawable, 3]))?;
+        // ReportLevel BoundingBox = 2, in the low byte of the third word.
+        self.send(&request_u32s(major, DAMAGE_CREATE, &[damage, drawable, 2]))?;
         Ok(())
+    }
+
+    /// The bounding box of the damage reported since the last call, for the
+    /// frame whose `ShmGetImage` reply just arrived: everything reported
+    /// before that reply is in the picture. Damage reported after the
+    /// frame's DamageSubtract stays for the next frame too.
+    pub fn take_damage(&mut self) -> Option<Area> {
+        std::mem::replace(&mut self.damage, self.damage_after_subtract.take())
     }
 
     /// `DamageDestroy`.
@@ -213,7 +252,8 @@ impl Wire {
     /// `DamageSubtract(damage, None, None)`: repair everything (no reply).
     pub fn damage_subtract_all(&mut self, damage: u32) -> Result<()> {
         let (major, _) = self.ext.damage.ok_or_else(|| io_err("damage", "DAMAGE is missing"))?;
-        self.send(&request_u32s(major, DAMAGE_SUBTRACT, &[damage, 0, 0]))?;
+        self.subtract_sequence = self.send(&request_u32s(major, DAMAGE_SUBTRACT, &[damage, 0, 0]))?;
+        self.damage_after_subtract = None;
         Ok(())
     }
 
@@ -426,6 +466,15 @@ impl Wire {
                 let code = code & 0x7f;
                 if self.ext.damage.is_some_and(|(_, first)| code == first) {
                     self.seen.damage = true;
+                    // DamageNotify: area (x, y: i16; width, height: u16) at 16.
+                    let i16_at = |i: usize| i32::from(i16::from_ne_bytes([p[i], p[i + 1]]));
+                    let u16_at = |i: usize| u32::from(u16::from_ne_bytes([p[i], p[i + 1]]));
+                    let area = Area { x: i16_at(16), y: i16_at(18), width: u16_at(20), height: u16_at(22) };
+                    self.damage = Some(area.union(self.damage));
+                    // Processed after the last subtract (sequence numbers wrap).
+                    if sequence.wrapping_sub(self.subtract_sequence) < 0x8000 {
+                        self.damage_after_subtract = Some(area.union(self.damage_after_subtract));
+                    }
                 } else if self.ext.xfixes.is_some_and(|(_, first)| code == first.wrapping_add(1)) {
                     self.seen.cursor_shape = true;
                 }
