@@ -108,6 +108,13 @@ pub struct PipelineStats {
     pub bytes: AtomicU64,
     /// Keyframes produced.
     pub keyframes: AtomicU64,
+    /// Source rows converted to YUV (only the damaged rows of a frame whose
+    /// damage is known; all rows otherwise).
+    pub rows_converted: AtomicU64,
+    /// Source rows of the frames taken (what a full conversion would do).
+    pub rows_taken: AtomicU64,
+    /// Paint-over refinement frames sent (content settled after motion).
+    pub refinements: AtomicU64,
     /// Time to convert and encode one frame.
     pub encode_time: Histogram,
     /// Capture time to encoded frame ready.

@@ -47,6 +47,7 @@
 //! ```
 
 pub mod avcc;
+pub mod content;
 pub mod convert;
 pub mod encoder;
 pub mod error;
@@ -59,6 +60,7 @@ pub mod videotoolbox;
 pub mod videotoolbox_core;
 
 pub use crate::openh264::{Complexity, OpenH264Config, OpenH264Encoder, RateControl, Usage};
+pub use content::{ContentClass, ContentClassifier, PaintOver};
 pub use convert::{I420Frame, Nv12Frame, bgra_to_i420, bgra_to_nv12};
 pub use encoder::{EncodeOutcome, EncodedFrame, Encoder};
 pub use error::{EncodeError, Result};
