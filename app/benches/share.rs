@@ -14,7 +14,11 @@
 //! Xvfb where a separate X client ([`Painter`]) draws the scene at 24 fps
 //! (unrelated to the capture rate) and stamps each picture as it sends it,
 //! so the figure includes the wait for the capture to notice the change.
-//! `FPS` (default 30) is the capture rate.
+//! `FPS` (default 30) is the capture rate. With `display=:N` the screen of
+//! that (running) X server is shared as it is — whatever draws marks on it
+//! (`peep demo-window` in `bench/compare.sh`) — and only glass-to-glass is
+//! measured, printed as one `latency … p50_ms=… p95_ms=…` line per scene
+//! for scripts.
 
 #[path = "../tests/common/browser.rs"]
 mod browser;
@@ -59,6 +63,8 @@ enum Source {
     Synthetic,
     /// A private Xvfb with a separate painter client (stamps at draw time).
     X11 { xvfb: Xvfb },
+    /// Someone else's X server and painter.
+    Display(String),
 }
 
 fn session(source: &Source, scene: Scene, fps: f32) -> (Session, Option<Painter>) {
@@ -68,6 +74,12 @@ fn session(source: &Source, scene: Scene, fps: f32) -> (Session, Option<Painter>
             let painter = Painter::start(xvfb.display(), 1920, 1080, scene, 24.0).expect("painter");
             let x = X11Session::connect_to(Some(xvfb.display())).expect("connect");
             (Box::new(x.capture(&SourceId::Screen).expect("capture")), Some(painter))
+        }
+        Source::Display(display) => {
+            let x = X11Session::connect_to(Some(display)).expect("connect");
+            let mut capture = x.capture(&SourceId::Screen).expect("capture");
+            capture.set_cursor(false);
+            (Box::new(capture), None)
         }
     };
     let encoder = OpenH264Encoder::new(OpenH264Config { bitrate_bps: 4_000_000, fps, ..OpenH264Config::default() })
@@ -107,20 +119,26 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let seconds: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(10);
     let fps: f32 = args.iter().skip(1).find_map(|a| a.parse().ok()).unwrap_or(30.0);
-    let source = if args.iter().any(|a| a == "x11") {
+    let source = if let Some(display) = args.iter().find_map(|a| a.strip_prefix("display=")) {
+        Source::Display(display.to_owned())
+    } else if args.iter().any(|a| a == "x11") {
         Source::X11 { xvfb: Xvfb::start(1920, 1080).unwrap_or_else(|e| panic!("{e}")) }
     } else {
         Source::Synthetic
     };
     println!(
         "== share benchmarks: 1920x1080 @ {fps} fps, {} source, headless Chromium, {seconds} s per measurement ==",
-        match source {
-            Source::Synthetic => "synthetic",
-            Source::X11 { .. } => "X11 (Xvfb, painter at 24 fps)",
+        match &source {
+            Source::Synthetic => "synthetic".to_owned(),
+            Source::X11 { .. } => "X11 (Xvfb, painter at 24 fps)".to_owned(),
+            Source::Display(d) => format!("X11 display {d} as it is"),
         }
     );
+    // An external display shows whatever its painter draws: one measurement.
+    let scenes: &[Scene] =
+        if matches!(source, Source::Display(_)) { &[Scene::Typing] } else { &[Scene::Typing, Scene::Moving] };
 
-    for scene in [Scene::Typing, Scene::Moving] {
+    for &scene in scenes {
         let (s, painter) = session(&source, scene, fps);
         let mut b = Browser::launch();
         let started = Instant::now();
@@ -152,11 +170,20 @@ fn main() {
             page_stats["decodeMs"].as_f64().unwrap_or(f64::NAN),
             page_stats["fps"].as_f64().unwrap_or(f64::NAN),
         );
+        if matches!(source, Source::Display(_)) {
+            println!(
+                "latency tool=peep p50_ms={:.1} p95_ms={:.1} max_ms={:.1} n={}",
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.95),
+                lat.last().copied().unwrap_or(f64::NAN),
+                lat.len()
+            );
+        }
         drop(b);
         s.stop().expect("stop");
         drop(painter);
     }
-    if matches!(source, Source::X11 { .. }) {
+    if !matches!(source, Source::Synthetic) {
         return;
     }
 

@@ -373,7 +373,10 @@ fn demo_window(scene: &str, fps: f32, seconds: f64) -> Result<()> {
         }
         if index == 0 || content.changed(index) {
             content.render(index, &mut frame, w as usize * 4, FrameMark::now(index as u32));
-            window.show(&frame, w, h, w as usize * 4)?;
+            // Repaint only what changed, as applications do (the X server's
+            // damage then covers only that).
+            let all = peep_capture::DamageRect { x: 0, y: 0, width: w, height: h };
+            window.show_region(&frame, w, h, w as usize * 4, content.damage(index).unwrap_or(all))?;
         }
         next += period;
         let now = Instant::now();
