@@ -614,7 +614,11 @@ fn demo_window(scene: &str, fps: f32, seconds: f64, then: Option<(&str, f64)>) -
         if index == 0 || switch.is_some() || content.changed(index) {
             let mark = FrameMark::now(index as u32);
             content.render(index, &mut frame, w as usize * 4, mark);
-            window.show(&frame, w, h, w as usize * 4)?;
+            // Repaint only what changed, as applications do (the X server's
+            // damage then covers only that); everything on a scene switch.
+            let all = peep_capture::DamageRect { x: 0, y: 0, width: w, height: h };
+            let region = if index == 0 || switch.is_some() { all } else { content.damage(index).unwrap_or(all) };
+            window.show_region(&frame, w, h, w as usize * 4, region)?;
             if switch.is_some() {
                 let mut out = std::io::stdout().lock();
                 writeln!(out, "switch {}", mark.timestamp_ms)?;

@@ -31,7 +31,10 @@ use peep_capture::backend::CaptureBackend;
 use peep_capture::driver::{self, CaptureConfig, CaptureHandle, CaptureStats};
 use peep_capture::{RingConsumer, Take, frame_ring};
 use peep_encode::budget::{FrameDropper, Skip};
-use peep_encode::{BufferPool, Codec, EncodeOutcome, EncodedFrame, Encoder, I420Frame, PooledBuf, bgra_to_i420};
+use peep_encode::content::ClassifierConfig;
+use peep_encode::convert::bgra_to_i420_rows;
+use peep_encode::{BufferPool, Codec, EncodeOutcome, EncodedFrame, Encoder, I420Frame, PooledBuf};
+use peep_encode::{ContentClass, ContentClassifier, PaintOver};
 use peep_transport::SendBacklog;
 
 use crate::governor::FpsGovernor;
@@ -70,6 +73,9 @@ pub struct EncodedPacket {
     pub width: u32,
     /// Coded size.
     pub height: u32,
+    /// A paint-over refinement: the previous picture again at high quality
+    /// (the content settled after motion), not a new capture.
+    pub refinement: bool,
 }
 
 /// Bitrate of a chain started before any bitrate was asked for its codec
@@ -181,6 +187,8 @@ pub struct Pipeline {
     capture: Option<CaptureHandle>,
     encode: Option<JoinHandle<Result<()>>>,
     stop: Arc<AtomicBool>,
+    /// Shared with the encode thread: no refinement frames while paused.
+    paused: Arc<AtomicBool>,
     control: Sender<Control>,
     packets: Receiver<EncodedPacket>,
     /// Encoder-side counters.
@@ -213,21 +221,30 @@ impl Pipeline {
         let stats = Arc::new(PipelineStats::default());
         stats.fps_x10.store((config.fps * 10.0).round() as u64, Ordering::Relaxed);
         let stop = Arc::new(AtomicBool::new(false));
+        let paused = Arc::new(AtomicBool::new(config.start_paused));
         let fps = capture.fps_control();
         // Policies: see PACKET_CHANNEL_CAPACITY and CONTROL_CHANNEL_CAPACITY.
         let (packet_tx, packets) = crossbeam_channel::bounded(PACKET_CHANNEL_CAPACITY);
         let (control, control_rx) = crossbeam_channel::bounded(CONTROL_CHANNEL_CAPACITY);
         let encode = {
-            let (stats, stop) = (stats.clone(), stop.clone());
+            let (stats, stop, paused) = (stats.clone(), stop.clone(), paused.clone());
             std::thread::Builder::new()
                 .name("peep-encode".into())
                 .spawn(move || {
-                    EncodeLoop::new(consumer, (encoder, factory), (stats, stop), (packet_tx, control_rx), fps, config)
-                        .run()
+                    let mut encode = EncodeLoop::new(
+                        consumer,
+                        (encoder, factory),
+                        (stats, stop),
+                        (packet_tx, control_rx),
+                        fps,
+                        config,
+                    );
+                    encode.paused = paused;
+                    encode.run()
                 })
                 .context("starting the encode thread")?
         };
-        Ok(Self { capture: Some(capture), encode: Some(encode), stop, control, packets, stats, capture_stats })
+        Ok(Self { capture: Some(capture), encode: Some(encode), stop, paused, control, packets, stats, capture_stats })
     }
 
     /// The encoded frames.
@@ -246,6 +263,7 @@ impl Pipeline {
     /// viewer) asks for it, and a second IDR right after would waste a
     /// second of bitrate budget.
     pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
         if let Some(capture) = &self.capture {
             capture.set_paused(paused);
         }
@@ -361,6 +379,36 @@ struct EncodeLoop {
     scaled: [I420Frame; 2],
     max_height: Option<u32>,
     start: Option<Instant>,
+    /// Content class and paint-over decisions (see `peep_encode::content`).
+    adapt: Adaptation,
+    paused: Arc<AtomicBool>,
+}
+
+/// The encode thread's content adaptation: classifies every frame from its
+/// damage, tells the encoders, and sends one refinement frame when content
+/// settles after motion.
+struct Adaptation {
+    classifier: ContentClassifier,
+    class: ContentClass,
+    paint: PaintOver,
+    /// Halvings of the last encoded picture (which buffer holds it), and
+    /// its sequence number; `None` before the first.
+    last: Option<(usize, u64)>,
+}
+
+/// How long content must stay unchanged after motion before the one
+/// refinement frame (the paint-over) is sent.
+pub const PAINT_OVER_SETTLE: Duration = Duration::from_millis(300);
+
+impl Adaptation {
+    fn new() -> Self {
+        Self {
+            classifier: ContentClassifier::new(ClassifierConfig::default()),
+            class: ContentClass::default(),
+            paint: PaintOver::new(PAINT_OVER_SETTLE),
+            last: None,
+        }
+    }
 }
 
 impl EncodeLoop {
@@ -404,23 +452,50 @@ impl EncodeLoop {
             scaled: [I420Frame::new(2, 2), I420Frame::new(2, 2)],
             max_height: config.max_height,
             start: None,
+            adapt: Adaptation::new(),
+            paused: Arc::default(),
         }
     }
 
     fn run(mut self) -> Result<()> {
+        // The last wait for a frame timed out: time for `idle_step`.
+        let mut idle = false;
         while !self.stop.load(Ordering::Acquire) {
             self.apply_controls()?;
-            let frame = match self.ring.take_timeout(Duration::from_millis(100)) {
+            if std::mem::take(&mut idle) && !self.idle_step()? {
+                break;
+            }
+            // Wake in time for a due refinement frame.
+            let now = Instant::now();
+            let wait = self.adapt.paint.deadline().map_or(Duration::from_millis(100), |d| {
+                d.saturating_duration_since(now).min(Duration::from_millis(100))
+            });
+            let frame = match self.ring.take_timeout(wait) {
                 Take::Frame(f) => f,
-                Take::Timeout => continue,
+                Take::Timeout => {
+                    idle = true;
+                    continue;
+                }
                 Take::Closed => break,
             };
             let meta = *frame.meta();
             let started = Instant::now();
-            bgra_to_i420(frame.data(), meta.width, meta.height, meta.stride_bytes, &mut self.yuv)?;
+            // Convert only what changed since the frame `yuv` holds (the
+            // ring merges the damage of frames it dropped meanwhile); the
+            // converter converts everything after a size change.
+            let rows = match frame.damage() {
+                Some(d) if (self.yuv.width(), self.yuv.height()) == (meta.width, meta.height) => d.y..d.y + d.height,
+                _ => 0..meta.height,
+            };
+            self.stats.rows_converted.fetch_add(u64::from(rows.end - rows.start), Ordering::Relaxed);
+            self.stats.rows_taken.fetch_add(u64::from(meta.height), Ordering::Relaxed);
+            bgra_to_i420_rows(frame.data(), meta.width, meta.height, meta.stride_bytes, &mut self.yuv, rows)?;
+            let damaged_fraction =
+                frame.damage().map(|d| (d.width as f32 * d.height as f32) / (meta.width as f32 * meta.height as f32));
             // Return the slot before the (much longer) encodes.
             drop(frame);
             self.stats.frames_dropped.store(self.ring.stats().overwritten.load(Ordering::Relaxed), Ordering::Relaxed);
+            self.classify(started, meta.changed, damaged_fraction)?;
             let start = *self.start.get_or_insert(meta.captured_at);
             let pts = meta.captured_at.saturating_duration_since(start);
             let halvings = self.max_height.map_or(0, |max| peep_encode::scale::halvings_for(meta.height, max)) as usize;
@@ -436,6 +511,7 @@ impl EncodeLoop {
                 }
             }
             let source: &I420Frame = if halvings == 0 { &self.yuv } else { &self.scaled[(halvings - 1) % 2] };
+            self.adapt.last = Some((halvings, meta.seq));
             for index in 0..self.chains.len() {
                 let chain = &mut self.chains[index];
                 if !chain.active || chain.encoder.is_none() {
@@ -524,6 +600,7 @@ impl EncodeLoop {
                     seq: meta.seq,
                     width: chain.out.width,
                     height: chain.out.height,
+                    refinement: false,
                 };
                 if !self.send(packet) {
                     return Ok(());
@@ -532,6 +609,78 @@ impl EncodeLoop {
             self.stats.encode_time.record(started.elapsed());
         }
         Ok(())
+    }
+
+    /// Feeds a frame to the content classifier and paint-over, and tells
+    /// the encoders when the class changes.
+    fn classify(&mut self, now: Instant, changed: bool, damaged_fraction: Option<f32>) -> Result<()> {
+        let class = self.adapt.classifier.observe(now, changed, damaged_fraction);
+        if changed {
+            let large = damaged_fraction.is_some_and(|f| f >= ClassifierConfig::default().large_fraction);
+            self.adapt.paint.changed(now, large || class == ContentClass::Motion);
+        }
+        self.set_class(class)
+    }
+
+    fn set_class(&mut self, class: ContentClass) -> Result<()> {
+        if class != self.adapt.class {
+            tracing::debug!(from = ?self.adapt.class, to = ?class, "content class");
+            self.adapt.class = class;
+            for chain in self.chains.iter_mut().filter(|c| c.active) {
+                if let Some(encoder) = &mut chain.encoder {
+                    encoder.set_content(class)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// No new frame: re-evaluate the content class, and send the one
+    /// refinement frame per running chain when the content has settled
+    /// after motion (not while paused). Returns false when the consumer is
+    /// gone.
+    fn idle_step(&mut self) -> Result<bool> {
+        let now = Instant::now();
+        let class = self.adapt.classifier.tick(now);
+        self.set_class(class)?;
+        if self.paused.load(Ordering::Acquire) || !self.adapt.paint.due(now) {
+            return Ok(true);
+        }
+        let (Some((halvings, seq)), Some(start)) = (self.adapt.last, self.start) else { return Ok(true) };
+        let pts = now.saturating_duration_since(start);
+        for index in 0..self.chains.len() {
+            let chain = &mut self.chains[index];
+            let Some(encoder) = chain.encoder.as_mut().filter(|_| chain.active) else { continue };
+            let source = if halvings == 0 { &self.yuv } else { &self.scaled[(halvings - 1) % 2] };
+            if encoder.refine(source, pts, &mut chain.out)? == EncodeOutcome::Skipped {
+                continue;
+            }
+            let len = chain.out.data.len() as u64;
+            self.stats.refinements.fetch_add(1, Ordering::Relaxed);
+            self.stats.frames_encoded.fetch_add(1, Ordering::Relaxed);
+            self.stats.bytes.fetch_add(len, Ordering::Relaxed);
+            let this = self.stats.codec(chain.codec);
+            this.frames_encoded.fetch_add(1, Ordering::Relaxed);
+            this.bytes.fetch_add(len, Ordering::Relaxed);
+            let mut data = self.pool.get();
+            data.clear();
+            std::mem::swap(&mut *data, &mut chain.out.data);
+            let packet = EncodedPacket {
+                codec: chain.codec,
+                data,
+                keyframe: chain.out.keyframe,
+                pts,
+                captured_at: now,
+                seq,
+                width: chain.out.width,
+                height: chain.out.height,
+                refinement: true,
+            };
+            if !self.send(packet) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Blocks until the consumer takes the packet (see PACKET_CHANNEL_CAPACITY).

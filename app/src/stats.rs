@@ -120,6 +120,13 @@ pub struct PipelineStats {
     pub bytes: AtomicU64,
     /// Keyframes produced (all codecs).
     pub keyframes: AtomicU64,
+    /// Source rows converted to YUV (only the damaged rows of a frame whose
+    /// damage is known; all rows otherwise).
+    pub rows_converted: AtomicU64,
+    /// Source rows of the frames taken (what a full conversion would do).
+    pub rows_taken: AtomicU64,
+    /// Paint-over refinement frames sent (content settled after motion).
+    pub refinements: AtomicU64,
     /// Time to convert one captured frame and encode it with every active
     /// encoder.
     pub encode_time: Histogram,

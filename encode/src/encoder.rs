@@ -1,6 +1,7 @@
 //! The narrow trait every encoder backend implements, and the codecs they
 //! produce.
 
+use crate::content::ContentClass;
 use crate::convert::I420Frame;
 use crate::error::Result;
 use std::time::Duration;
@@ -76,6 +77,28 @@ pub trait Encoder: Send {
 
     /// Makes the next encoded frame an IDR / keyframe (e.g. on a viewer's PLI/FIR).
     fn request_keyframe(&mut self);
+
+    /// Tells the encoder what the content is doing, so it can adapt its
+    /// tuning without a keyframe (see [`crate::content`]). Default: ignored.
+    ///
+    /// # Errors
+    /// Failing codec calls.
+    fn set_content(&mut self, class: ContentClass) -> Result<()> {
+        let _ = class;
+        Ok(())
+    }
+
+    /// Encodes `frame` — the picture the last frame showed, now unchanged —
+    /// once more at high quality (paint-over: text becomes sharp after
+    /// motion), as a normal inter frame. Default: nothing is sent
+    /// ([`EncodeOutcome::Skipped`]).
+    ///
+    /// # Errors
+    /// As [`Encoder::encode`].
+    fn refine(&mut self, frame: &I420Frame, pts: Duration, out: &mut EncodedFrame) -> Result<EncodeOutcome> {
+        let _ = (frame, pts, out);
+        Ok(EncodeOutcome::Skipped)
+    }
 
     /// A short name for logs and stats, e.g. `"openh264"`.
     fn name(&self) -> &'static str;

@@ -85,6 +85,10 @@ pub enum EncodeError {
     #[error("colour conversion failed: {0}")]
     Convert(#[source] yuvutils_rs::YuvError),
 
+    /// A conversion kernel was asked for that this CPU cannot run.
+    #[error("the {0:?} conversion kernel is not available on this CPU")]
+    KernelUnavailable(crate::convert::Kernel),
+
     /// An OpenH264 call made through the `openh264` crate failed.
     #[error("OpenH264 {operation} failed: {source}")]
     OpenH264 {

@@ -52,6 +52,7 @@
 
 pub mod avcc;
 pub mod budget;
+pub mod content;
 pub mod convert;
 pub mod encoder;
 pub mod error;
@@ -66,6 +67,7 @@ pub mod vpx;
 pub mod vpx_ffi;
 
 pub use crate::openh264::{Complexity, OpenH264Config, OpenH264Encoder, RateControl, Usage};
+pub use content::{ContentClass, ContentClassifier, PaintOver};
 pub use convert::{I420Frame, Nv12Frame, bgra_to_i420, bgra_to_nv12};
 pub use encoder::{Codec, EncodeOutcome, EncodedFrame, Encoder};
 pub use error::{EncodeError, Result};

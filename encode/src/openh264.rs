@@ -21,6 +21,9 @@ use openh264_sys2::{
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::time::Duration;
 
+mod adapt;
+pub use adapt::REFINE_QP;
+
 /// Longest side OpenH264 encodes (level 5.2).
 pub const MAX_LONG_SIDE: u32 = 3840;
 /// Shortest side OpenH264 encodes (level 5.2).
@@ -163,6 +166,14 @@ pub struct OpenH264Config {
     /// first keyframe of a session is OpenH264's own (it cannot be steered
     /// before the encoder is initialised).
     pub keyframe_budget: bool,
+    /// Slices per picture, each encoded on its own thread (ignored with
+    /// `max_slice_bytes`). 0: one per core beyond two, at most 4 — one slice
+    /// on a 2-core machine.
+    pub slices: u16,
+    /// Use camera coding for motion (see [`crate::content`]): sessions
+    /// started at a requested keyframe while the content moves use
+    /// `CAMERA_VIDEO_REAL_TIME`, later ones `usage` again.
+    pub adapt_usage: bool,
 }
 
 impl Default for OpenH264Config {
@@ -179,6 +190,8 @@ impl Default for OpenH264Config {
             rate_control: RateControl::Bitrate,
             max_slice_bytes: None,
             keyframe_budget: true,
+            slices: 0,
+            adapt_usage: true,
         }
     }
 }
@@ -253,6 +266,8 @@ struct Session {
     encoder: RawEncoder,
     width: u32,
     height: u32,
+    /// Usage type the session was created with (it cannot change).
+    usage: Usage,
     /// OpenH264 initialises lazily on the first `encode_at`; run-time options
     /// may only be set after that.
     initialised: bool,
@@ -284,6 +299,8 @@ pub struct OpenH264Encoder {
     keyframe_budget: KeyframeBudget,
     /// QP of the last budgeted keyframe (for stats and tests).
     last_keyframe_qp: Option<u8>,
+    /// Content-class adaptation (see `adapt`).
+    adapt: adapt::Adaptation,
 }
 
 impl std::fmt::Debug for OpenH264Encoder {
@@ -314,6 +331,7 @@ impl OpenH264Encoder {
             frames_skipped: 0,
             keyframe_budget: KeyframeBudget::new(),
             last_keyframe_qp: None,
+            adapt: adapt::Adaptation::default(),
         })
     }
 
@@ -396,7 +414,8 @@ impl OpenH264Encoder {
     }
 
     fn start_session(&self, width: u32, height: u32) -> Result<Session> {
-        let mut encoder = RawEncoder::with_api_config(OpenH264API::from_source(), self.config.to_openh264())
+        let config = self.adapted_config();
+        let mut encoder = RawEncoder::with_api_config(OpenH264API::from_source(), config.to_openh264())
             .map_err(|source| EncodeError::OpenH264 { operation: "WelsCreateSVCEncoder", source })?;
         let mut callback: WelsTraceCallback = Some(log_to_tracing);
         // SAFETY: ENCODER_OPTION_TRACE_CALLBACK reads a `WelsTraceCallback`
@@ -410,8 +429,11 @@ impl OpenH264Encoder {
                 &mut callback,
             )?;
         }
-        tracing::debug!(width, height, config = ?self.config, "starting OpenH264 session");
-        Ok(Session { encoder, width, height, initialised: false, keyframe_qp: None })
+        tracing::debug!(width, height, ?config, "starting OpenH264 session");
+        let mut session =
+            Session { encoder, width, height, usage: config.usage, initialised: false, keyframe_qp: None };
+        self.prepare_session(&mut session)?;
+        Ok(session)
     }
 }
 
@@ -581,6 +603,11 @@ impl Encoder for OpenH264Encoder {
             // and SPS/PPS for the new size, at the current bitrate and fps.
             self.session = Some(self.start_session(width, height)?);
         }
+        if self.keyframe_requested && self.usage_switch_due() {
+            // The content class wants the other usage type: the requested
+            // keyframe comes from a new session of that type.
+            self.session = Some(self.start_session(width, height)?);
+        }
         let session = self.session.as_mut().expect("session started above");
         let first_frame = !session.initialised;
         let keyframe_qp = if self.keyframe_requested && !first_frame {
@@ -713,6 +740,14 @@ impl Encoder for OpenH264Encoder {
 
     fn request_keyframe(&mut self) {
         self.keyframe_requested = true;
+    }
+
+    fn set_content(&mut self, class: crate::content::ContentClass) -> Result<()> {
+        self.apply_content(class)
+    }
+
+    fn refine(&mut self, frame: &I420Frame, pts: Duration, out: &mut EncodedFrame) -> Result<EncodeOutcome> {
+        self.refine_frame(frame, pts, out)
     }
 
     fn name(&self) -> &'static str {
