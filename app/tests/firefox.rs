@@ -25,15 +25,25 @@ use serde_json::Value;
 
 const LIVE: &str = "window.peep && peep.state() === 'live'";
 
-/// Firefox's host: a namespace joined to the test's by a veth pair on
-/// `10.244.<subnet>.0/30` (the share listens on `.1`, Firefox is `.2`).
-fn firefox_host(subnet: u8) -> (Netns, Link) {
-    let ns = Netns::new("pff");
-    let link = Link::new(None, &format!("10.244.{subnet}.1/30"), Some(&ns), &format!("10.244.{subnet}.2/30"));
-    (ns, link)
+/// Two hosts of the test's own: the sharer's and the viewers', joined by a
+/// veth pair on `10.244.<subnet>.0/30` (the share listens on `.1`, the
+/// browsers are `.2`). Neither is the machine's own namespace, whose
+/// firewall is not the test's to know (a CI machine's drops what arrives
+/// on a new interface).
+fn hosts(subnet: u8) -> (Netns, Netns, Link) {
+    let (sharer, viewers) = (Netns::new("pfs"), Netns::new("pff"));
+    let link =
+        Link::new(Some(&sharer), &format!("10.244.{subnet}.1/30"), Some(&viewers), &format!("10.244.{subnet}.2/30"));
+    (sharer, viewers, link)
 }
 
-fn session(bind: &str) -> Session {
+/// A share started inside `host`: its sockets live there.
+fn session(host: &Netns, bind: &str) -> Session {
+    let bind = bind.to_owned();
+    host.run_in(move || start_session(&bind))
+}
+
+fn start_session(bind: &str) -> Session {
     let source = SyntheticBackend::new(640, 360, Scene::Typing).expect("source");
     let encoder =
         OpenH264Encoder::new(OpenH264Config { bitrate_bps: 2_000_000, fps: 30.0, ..OpenH264Config::default() })
@@ -97,8 +107,8 @@ fn overlay_shows(ff: &mut Firefox, tab: &Tab, codec: &str) {
 /// encoder stops; then the two "cannot" pages: no WebRTC, no common codec.
 #[test]
 fn firefox_watches_vp9_beside_chromium_on_h264_and_says_when_it_cannot() {
-    let (ns, link) = firefox_host(10);
-    let s = session(link.a.ip());
+    let (sharer, ns, link) = hosts(10);
+    let s = session(&sharer, link.a.ip());
     let mut ff = Firefox::launch(&ns, &[]);
 
     // Firefox alone: VP9, and only VP9 is encoded.
@@ -114,7 +124,7 @@ fn firefox_watches_vp9_beside_chromium_on_h264_and_says_when_it_cannot() {
 
     // Chromium joins the same share: H.264 for it, VP9 still for Firefox.
     let origin = format!("--unsafely-treat-insecure-origin-as-secure=http://{}", s.share().local_addr());
-    let mut chromium = Browser::launch_with(&[&origin]);
+    let mut chromium = Browser::launch_in(&ns.name, &[&origin]);
     let page = chromium.open(s.share().link());
     chromium.wait_for(&page, LIVE, Duration::from_secs(30));
     assert_eq!(viewer_codecs(&s), [VideoCodec::H264, VideoCodec::Vp9]);
