@@ -57,6 +57,10 @@ fn viewer(id: &str) -> ViewerSnapshot {
         retransmissions: 7,
         nacks: 3,
         plis: 1,
+        probes: 0,
+        padding_bytes: 0,
+        app_limited: false,
+        acked_bps: 0,
     }
 }
 

@@ -239,6 +239,7 @@ impl SendSide {
         v.retransmissions.store(s.pacer.retransmissions + s.pacer.redundant_retransmissions, Ordering::Relaxed);
         v.probes.store(s.pacer.probes, Ordering::Relaxed);
         v.padding_bytes.store(s.pacer.padding_bytes, Ordering::Relaxed);
+        v.acked_bps.store(s.bwe.acked_bps.unwrap_or(0.0) as u64, Ordering::Relaxed);
         v.frames_superseded.store(s.pacer.frames_superseded, Ordering::Relaxed);
         v.app_limited.store(s.app_limited, Ordering::Relaxed);
         v.in_outage.store(s.in_outage, Ordering::Relaxed);

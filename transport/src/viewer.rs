@@ -64,6 +64,9 @@ pub struct ViewerStats {
     pub probes: AtomicU64,
     /// Padding bytes sent for probes.
     pub padding_bytes: AtomicU64,
+    /// The estimator's acknowledged rate (what the path delivered over
+    /// busy periods), bps; 0 until measured.
+    pub acked_bps: AtomicU64,
     /// Queued frames a keyframe superseded in the pacer.
     pub frames_superseded: AtomicU64,
     /// Whether the sender is application-limited (static content).
@@ -137,6 +140,14 @@ pub struct ViewerSnapshot {
     pub nacks: u64,
     /// PLI packets received.
     pub plis: u64,
+    /// Probe clusters sent.
+    pub probes: u64,
+    /// Padding bytes sent for probes.
+    pub padding_bytes: u64,
+    /// Whether the sender is application-limited (sends much less than the estimate).
+    pub app_limited: bool,
+    /// What the path delivered over busy periods, bps (0: not measured yet).
+    pub acked_bps: u64,
 }
 
 impl ViewerSnapshot {
@@ -159,6 +170,10 @@ impl ViewerSnapshot {
             retransmissions: s.retransmissions.load(Ordering::Relaxed),
             nacks: s.nack.load(Ordering::Relaxed),
             plis: s.pli.load(Ordering::Relaxed),
+            probes: s.probes.load(Ordering::Relaxed),
+            padding_bytes: s.padding_bytes.load(Ordering::Relaxed),
+            app_limited: s.app_limited.load(Ordering::Relaxed),
+            acked_bps: s.acked_bps.load(Ordering::Relaxed),
         }
     }
 }
