@@ -329,6 +329,7 @@ impl EncodeLoop {
                 self.set_fps(fps)?;
             }
             self.stats.frames_encoded.fetch_add(1, Ordering::Relaxed);
+            self.stats.rate_gain_x100.store((self.encoder.rate_gain() * 100.0).round() as u64, Ordering::Relaxed);
             self.stats.bytes.fetch_add(self.out.data.len() as u64, Ordering::Relaxed);
             if self.out.keyframe {
                 self.stats.keyframes.fetch_add(1, Ordering::Relaxed);

@@ -114,6 +114,8 @@ pub struct PipelineStats {
     pub fps_x10: AtomicU64,
     /// Whether the link, not the user's setting, limits the frame rate.
     pub fps_limited_by_link: std::sync::atomic::AtomicBool,
+    /// The encoder's rate-control gain ×100 (see `Encoder::rate_gain`).
+    pub rate_gain_x100: AtomicU64,
     /// Encoded bytes.
     pub bytes: AtomicU64,
     /// Keyframes produced.

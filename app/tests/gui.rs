@@ -61,6 +61,7 @@ fn viewer(id: &str) -> ViewerSnapshot {
         padding_bytes: 0,
         app_limited: false,
         acked_bps: 0,
+        playout_min_ms: 0,
     }
 }
 

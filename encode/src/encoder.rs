@@ -41,6 +41,13 @@ pub trait Encoder: Send {
 
     /// A short name for logs and stats, e.g. `"openh264"`.
     fn name(&self) -> &'static str;
+
+    /// The rate control's target as a multiple of the target bitrate: 1
+    /// unless the encoder compensates an undershoot of its own rate control
+    /// (OpenH264 with `adjust_rate`, see `crate::budget::RateAdjuster`).
+    fn rate_gain(&self) -> f64 {
+        1.0
+    }
 }
 
 /// One encoded access unit. Reuse it across frames: `data` keeps its capacity.

@@ -76,6 +76,9 @@ pub struct ViewerStats {
     pub in_outage: AtomicBool,
     /// Loss in the estimator's last loss window (transport feedback), in 1/256.
     pub feedback_loss_256: AtomicU32,
+    /// The minimum playout delay asked of the viewer, ms (0 on a clean
+    /// link; the round trip plus a margin in loss recovery).
+    pub playout_min_ms: AtomicU32,
     /// The send side asks for a keyframe (after an outage, or a stale queue).
     pub(crate) sender_wants_keyframe: AtomicBool,
     /// The next frame sent to this viewer must be a keyframe.
@@ -148,6 +151,8 @@ pub struct ViewerSnapshot {
     pub app_limited: bool,
     /// What the path delivered over busy periods, bps (0: not measured yet).
     pub acked_bps: u64,
+    /// The minimum playout delay asked of the viewer, ms.
+    pub playout_min_ms: u32,
 }
 
 impl ViewerSnapshot {
@@ -174,6 +179,7 @@ impl ViewerSnapshot {
             padding_bytes: s.padding_bytes.load(Ordering::Relaxed),
             app_limited: s.app_limited.load(Ordering::Relaxed),
             acked_bps: s.acked_bps.load(Ordering::Relaxed),
+            playout_min_ms: s.playout_min_ms.load(Ordering::Relaxed),
         }
     }
 }

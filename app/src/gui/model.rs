@@ -509,6 +509,7 @@ mod tests {
             padding_bytes: 0,
             app_limited: false,
             acked_bps: 0,
+            playout_min_ms: 0,
         };
         for i in 0..(HISTORY + 10) {
             m.apply(Event::Status(Status {
