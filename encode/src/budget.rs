@@ -88,7 +88,11 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// A window is measured when its delta frames average at least this share
 /// of the rate control's per-frame budget: the content takes the bits it is
 /// given, so the shortfall is the frame rate's, not the content's.
-pub const RATE_SPEND: f64 = 0.5;
+/// (At 0.5, scrolling text coded at about half its budget flickered in and
+/// out of it with the capture's pace, and the gain with it.)
+pub const RATE_SPEND: f64 = 0.7;
+/// The gain rises by at most this factor per window (it falls at once).
+pub const RATE_MAX_STEP: f64 = 1.25;
 /// This many unmeasured windows in a row reset the gain (the content changed).
 pub const RATE_IDLE_RESET: u32 = 3;
 
@@ -310,7 +314,8 @@ impl RateAdjuster {
             if used < RATE_LOW {
                 // Halfway (geometrically) towards the gain that would hit
                 // the aim: the rate control reacts over a few frames.
-                self.gain = (self.gain * (RATE_AIM / used.max(0.05)).sqrt()).min(MAX_RATE_GAIN);
+                let step = (RATE_AIM / used.max(0.05)).sqrt().min(RATE_MAX_STEP);
+                self.gain = (self.gain * step).min(MAX_RATE_GAIN);
             }
         }
         (self.gain != before).then_some(self.gain)

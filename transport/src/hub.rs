@@ -20,13 +20,21 @@ use crate::rate::{BitrateRange, RateController, SendBacklog};
 use crate::secret::Secret;
 use crate::viewer::{ViewerState, ViewerStats};
 
-/// Frames queued per viewer before frames are dropped for it.
-pub const VIEWER_QUEUE_FRAMES: usize = 8;
+/// Frames queued per viewer before frames are dropped for it: half a
+/// second at 30 fps. A dropped frame costs the viewer a keyframe; on the
+/// loaded lab machine a viewer's task was starved for more than 8 frames'
+/// time (≈ 270 ms), and the keyframe that followed (two budgets over, on a
+/// 2 Mbit/s link) made a second of queue and five freezes.
+pub const VIEWER_QUEUE_FRAMES: usize = 16;
 /// A viewer whose send queue takes longer than this to drain gets no new
 /// frames (whole frames, dropped before packetization: no sequence gaps)
-/// until a keyframe once it has drained below [`VIEWER_RECOVER_QUEUE`]. The
-/// encoder's frame dropper keeps the viewers the rate follows far below it;
-/// this protects the others.
+/// until a keyframe once it has drained below [`VIEWER_RECOVER_QUEUE`] —
+/// unless the rate follows it (`Viewer::governing`): the encoder's frame
+/// dropper keeps those queues short, and the only thing that takes them
+/// past a second is a keyframe the link needs longer than that for (busy
+/// content on a slow link). Dropping frames behind it would only ask for
+/// another such keyframe, and so on: on the emulated link the picture of a
+/// lone viewer stopped for good after a step down to 0.6 Mbit/s.
 pub const VIEWER_DROP_QUEUE: std::time::Duration = std::time::Duration::from_millis(1000);
 /// See [`VIEWER_DROP_QUEUE`].
 pub const VIEWER_RECOVER_QUEUE: std::time::Duration = std::time::Duration::from_millis(300);
@@ -97,6 +105,8 @@ pub(crate) struct Viewer {
     /// Frames were dropped for this viewer: it needs a keyframe once its
     /// queue has drained.
     pub recovering: AtomicBool,
+    /// The encoder's rate follows this viewer (set every tick).
+    pub governing: AtomicBool,
 }
 
 /// State shared by the server, the viewer tasks and the [`Share`] handle.
@@ -161,11 +171,22 @@ impl Shared {
         // A viewer whose feedback stopped (an outage: its path is gone, or
         // it vanished) neither sets the rate nor makes the encoder skip
         // frames for everyone; its own frames are dropped (`crate::share`).
+        let counted =
+            |v: &Viewer| v.stats.state() == ViewerState::Connected && !v.stats.in_outage.load(Ordering::Relaxed);
         let viewers: Vec<(f64, std::time::Duration)> = lock(&self.viewers)
             .values()
-            .filter(|v| v.stats.state() == ViewerState::Connected && !v.stats.in_outage.load(Ordering::Relaxed))
+            .filter(|v| counted(v))
             .map(|v| (v.stats.estimate_bps.load(Ordering::Relaxed) as f64, v.stats.pacer_queue()))
             .collect();
+        {
+            let rate = lock(&self.rate);
+            for v in lock(&self.viewers).values() {
+                let governs = counted(v)
+                    && rate
+                        .governs(v.stats.estimate_bps.load(Ordering::Relaxed) as f64, viewers.iter().map(|(e, _)| *e));
+                v.governing.store(governs, Ordering::Relaxed);
+            }
+        }
         self.backlog.set(lock(&self.rate).governing_backlog(viewers.iter().copied()));
         if let Some(bps) = lock(&self.rate).update(viewers.iter().map(|(e, _)| *e), now) {
             self.stats.target_bps.store(u64::from(bps), Ordering::Relaxed);

@@ -217,6 +217,9 @@ pub struct Pacer<P> {
     redundant: bool,
     /// Sequence number of the last keyframe's first packet.
     last_keyframe_seq: Option<u16>,
+    /// Bytes of the keyframe being queued, and of the last complete one.
+    keyframe_building: Option<usize>,
+    last_keyframe_bytes: Option<usize>,
     /// Since when a keyframe is expected (see [`Pacer::expect_keyframe`]).
     awaiting_keyframe: Option<Instant>,
     /// Sent packets by sequence number: `history[i]` has seq `history_first + i`.
@@ -261,6 +264,8 @@ impl<P: Paced> Pacer<P> {
             rtx_repeat: VecDeque::new(),
             redundant: false,
             last_keyframe_seq: None,
+            keyframe_building: None,
+            last_keyframe_bytes: None,
             awaiting_keyframe: None,
             history: VecDeque::new(),
             history_first: 0,
@@ -350,9 +355,21 @@ impl<P: Paced> Pacer<P> {
         self.refill(now);
         if packet.keyframe_start() {
             self.supersede();
+            self.keyframe_building = Some(0);
+        }
+        if let Some(bytes) = &mut self.keyframe_building {
+            *bytes += size;
+            if packet.frame_end() {
+                self.last_keyframe_bytes = self.keyframe_building.take();
+            }
         }
         self.media_bytes += size;
         self.media.push_back(Queued { packet, size, enqueued: now });
+    }
+
+    /// The size of the last keyframe queued, bytes.
+    pub fn last_keyframe_bytes(&self) -> Option<usize> {
+        self.last_keyframe_bytes
     }
 
     /// The viewer's decoder lost its reference chain (an outage) and a

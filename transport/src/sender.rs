@@ -52,6 +52,12 @@ use crate::pacer::{Paced, Pacer, PacerStats, REDUNDANT_RTX_LOSS, REDUNDANT_RTX_L
 pub const STALE_QUEUE: Duration = Duration::from_millis(600);
 /// At most one stale-queue keyframe request per this long.
 pub const STALE_QUEUE_INTERVAL: Duration = Duration::from_secs(2);
+/// …and only when the queue holds more than this many times the last
+/// keyframe: a keyframe is shorter than the backlog only then. On the
+/// emulated link, busy content (a full-screen gradient) at 0.6 Mbit/s made
+/// keyframes of ≈ 90 KB whatever their budget; each stale queue asked for
+/// another, which made the queue stale again, and the picture stopped.
+pub const STALE_KEYFRAME_RATIO: usize = 2;
 
 /// In an outage (no feedback for a second while sending: the path is gone,
 /// or the viewer vanished without a goodbye) media is held, not blasted
@@ -313,6 +319,7 @@ impl<P: Paced> SendController<P> {
             self.pacer.set_tail_probes(self.recovering());
             if !self.bwe.in_outage()
                 && self.pacer.queue_delay() > STALE_QUEUE
+                && self.pacer.last_keyframe_bytes().is_none_or(|k| self.pacer.queued_bytes() > STALE_KEYFRAME_RATIO * k)
                 && self.last_stale_request.is_none_or(|t| now.saturating_duration_since(t) >= STALE_QUEUE_INTERVAL)
             {
                 self.last_stale_request = Some(now);
@@ -415,6 +422,51 @@ mod tests {
         }
         *t += Duration::from_secs(secs);
         tails
+    }
+
+    #[derive(Debug, Clone)]
+    struct Frame {
+        key: bool,
+        end: bool,
+    }
+
+    impl Paced for Frame {
+        fn size(&self) -> usize {
+            1200
+        }
+        fn frame_end(&self) -> bool {
+            self.end
+        }
+        fn keyframe_start(&self) -> bool {
+            self.key
+        }
+    }
+
+    #[test]
+    fn a_stale_queue_asks_for_a_keyframe_only_when_one_would_be_shorter() {
+        let t0 = Instant::now();
+        let mut tx: SendController<Frame> =
+            SendController::new(BweConfig { start_bps: 1e6, min_bps: 1e5, max_bps: 1e7 });
+        // A 120 KB keyframe: ≈ 870 ms to drain at 1.1 Mbit/s, but another
+        // keyframe would be as long.
+        for i in 0..100 {
+            tx.enqueue(t0, Frame { key: i == 0, end: i == 99 });
+        }
+        let mut t = t0;
+        for _ in 0..3 {
+            while tx.poll_release(t).is_some() {}
+            t += Duration::from_millis(100);
+            tx.handle_timeout(t);
+        }
+        assert!(tx.queue_delay() > STALE_QUEUE);
+        assert!(!tx.take_keyframe_request(), "a keyframe would not drain sooner");
+        // 200 KB of frames behind it: now a keyframe is shorter.
+        for i in 0..170 {
+            tx.enqueue(t, Frame { key: false, end: i % 10 == 9 });
+        }
+        t += Duration::from_millis(100);
+        tx.handle_timeout(t);
+        assert!(tx.take_keyframe_request(), "stale, and more than twice a keyframe");
     }
 
     #[test]

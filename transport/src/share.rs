@@ -227,7 +227,7 @@ impl Share {
                 s.frames_skipped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            if s.pacer_queue() > crate::hub::VIEWER_DROP_QUEUE {
+            if s.pacer_queue() > crate::hub::VIEWER_DROP_QUEUE && !v.governing.load(Ordering::Relaxed) {
                 // Its link is far slower than the rate (it is not the one the
                 // encoder follows): skip frames until a keyframe.
                 s.frames_dropped.fetch_add(1, Ordering::Relaxed);
