@@ -412,6 +412,11 @@ fn print_stats_json(session: &crate::session::Session) -> Result<()> {
         "frames_encoded": p.frames_encoded.load(Relaxed),
         "frames_dropped": p.frames_dropped.load(Relaxed),
         "frames_skipped_by_encoder": p.frames_skipped_by_encoder.load(Relaxed),
+        "frames_skipped_budget": p.frames_skipped_budget.load(Relaxed),
+        "frames_skipped_backlog": p.frames_skipped_backlog.load(Relaxed),
+        "fps": p.fps_x10.load(Relaxed) as f64 / 10.0,
+        "rate_gain": p.codec(peep_encode::Codec::H264).rate_gain_x100.load(Relaxed) as f64 / 100.0,
+        "encode_ms_p50": p.encode_time.quantile(0.5).as_secs_f64() * 1e3,
         "keyframes": p.keyframes.load(Relaxed),
         "bytes": p.bytes.load(Relaxed),
         "target_bps": share.target_bps.load(Relaxed),
@@ -694,6 +699,11 @@ mod tests {
             retransmissions: 0,
             nacks: 0,
             plis: 0,
+            probes: 0,
+            padding_bytes: 0,
+            app_limited: false,
+            acked_bps: 0,
+            playout_min_ms: 0,
         };
         let viewers = [
             viewer(VideoCodec::H264, ViewerState::Connected),

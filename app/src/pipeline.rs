@@ -581,6 +581,8 @@ impl EncodeLoop {
                 all.bytes.fetch_add(len as u64, Ordering::Relaxed);
                 all.keyframes.fetch_add(u64::from(chain.out.keyframe), Ordering::Relaxed);
                 this.frames_encoded.fetch_add(1, Ordering::Relaxed);
+                let gain = chain.encoder.as_ref().map_or(1.0, |e| e.rate_gain());
+                this.rate_gain_x100.store((gain * 100.0).round() as u64, Ordering::Relaxed);
                 this.bytes.fetch_add(len as u64, Ordering::Relaxed);
                 this.keyframes.fetch_add(u64::from(chain.out.keyframe), Ordering::Relaxed);
                 if chain.out.keyframe {

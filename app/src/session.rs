@@ -38,7 +38,12 @@ pub fn live_encoder(bitrate_bps: u32, fps: f32) -> Result<Box<dyn Encoder>> {
     #[cfg(not(target_os = "macos"))]
     {
         use peep_encode::{OpenH264Config, OpenH264Encoder};
-        Ok(Box::new(OpenH264Encoder::new(OpenH264Config { bitrate_bps, fps, ..OpenH264Config::default() })?))
+        Ok(Box::new(OpenH264Encoder::new(OpenH264Config {
+            bitrate_bps,
+            fps,
+            adjust_rate: true,
+            ..OpenH264Config::default()
+        })?))
     }
 }
 

@@ -160,6 +160,8 @@ pub struct CodecStats {
     pub bytes: AtomicU64,
     /// Keyframes it produced.
     pub keyframes: AtomicU64,
+    /// Its encoder's rate-control gain ×100 (see `Encoder::rate_gain`).
+    pub rate_gain_x100: AtomicU64,
     /// Time per encode call.
     pub encode_time: Histogram,
 }

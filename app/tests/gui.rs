@@ -59,6 +59,11 @@ fn viewer(id: &str, codec: VideoCodec) -> ViewerSnapshot {
         retransmissions: 7,
         nacks: 3,
         plis: 1,
+        probes: 0,
+        padding_bytes: 0,
+        app_limited: false,
+        acked_bps: 0,
+        playout_min_ms: 0,
     }
 }
 

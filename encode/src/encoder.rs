@@ -105,6 +105,13 @@ pub trait Encoder: Send {
 
     /// The codec this encoder produces.
     fn codec(&self) -> Codec;
+
+    /// The rate control's target as a multiple of the target bitrate: 1
+    /// unless the encoder compensates an undershoot of its own rate control
+    /// (OpenH264 with `adjust_rate`, see `crate::budget::RateAdjuster`).
+    fn rate_gain(&self) -> f64 {
+        1.0
+    }
 }
 
 /// One encoded access unit. Reuse it across frames: `data` keeps its capacity.

@@ -135,6 +135,8 @@ impl VideoToolboxConfig {
             bitrate_bps: self.bitrate_bps,
             fps: self.fps,
             keyframe_interval: self.keyframe_interval,
+            // A live share: fill the link the estimator measured.
+            adjust_rate: true,
             ..OpenH264Config::default()
         }
     }

@@ -23,13 +23,21 @@ use crate::rate::{BitrateRange, RateController, SendBacklog};
 use crate::secret::Secret;
 use crate::viewer::{ViewerState, ViewerStats};
 
-/// Frames queued per viewer before frames are dropped for it.
-pub const VIEWER_QUEUE_FRAMES: usize = 8;
+/// Frames queued per viewer before frames are dropped for it: half a
+/// second at 30 fps. A dropped frame costs the viewer a keyframe; on the
+/// loaded lab machine a viewer's task was starved for more than 8 frames'
+/// time (≈ 270 ms), and the keyframe that followed (two budgets over, on a
+/// 2 Mbit/s link) made a second of queue and five freezes.
+pub const VIEWER_QUEUE_FRAMES: usize = 16;
 /// A viewer whose send queue takes longer than this to drain gets no new
 /// frames (whole frames, dropped before packetization: no sequence gaps)
-/// until a keyframe once it has drained below [`VIEWER_RECOVER_QUEUE`]. The
-/// encoder's frame dropper keeps the viewers the rate follows far below it;
-/// this protects the others.
+/// until a keyframe once it has drained below [`VIEWER_RECOVER_QUEUE`] —
+/// unless the rate follows it (`Viewer::governing`): the encoder's frame
+/// dropper keeps those queues short, and the only thing that takes them
+/// past a second is a keyframe the link needs longer than that for (busy
+/// content on a slow link). Dropping frames behind it would only ask for
+/// another such keyframe, and so on: on the emulated link the picture of a
+/// lone viewer stopped for good after a step down to 0.6 Mbit/s.
 pub const VIEWER_DROP_QUEUE: std::time::Duration = std::time::Duration::from_millis(1000);
 /// See [`VIEWER_DROP_QUEUE`].
 pub const VIEWER_RECOVER_QUEUE: std::time::Duration = std::time::Duration::from_millis(300);
@@ -124,6 +132,8 @@ pub(crate) struct Viewer {
     /// Frames were dropped for this viewer: it needs a keyframe once its
     /// queue has drained.
     pub recovering: AtomicBool,
+    /// The encoder's rate follows this viewer (set every tick).
+    pub governing: AtomicBool,
 }
 
 /// A WHIP publish while it is connected (`crate::whip`): fed frames like
@@ -240,6 +250,21 @@ impl Shared {
             );
             let mut rate = lock(&self.rate);
             let rate = &mut rate[codec.index()];
+            // Which receivers the rate follows: their queues are the
+            // dropper's to keep short (`crate::share` never drops frames
+            // for them over a long queue).
+            let estimates = || receivers.iter().map(|(e, _)| *e);
+            for v in lock(&self.viewers).values().filter(|v| v.codec == codec) {
+                let governs = v.stats.state() == ViewerState::Connected
+                    && !v.stats.in_outage.load(Ordering::Relaxed)
+                    && rate.governs(v.stats.estimate_bps.load(Ordering::Relaxed) as f64, estimates());
+                v.governing.store(governs, Ordering::Relaxed);
+            }
+            for p in lock(&self.publishes).iter().filter(|p| p.sink.codec == codec) {
+                let governs = p.sink.stats.state() == ViewerState::Connected
+                    && rate.governs(p.estimate_bps() as f64, estimates());
+                p.sink.governing.store(governs, Ordering::Relaxed);
+            }
             self.backlogs[codec.index()].set(rate.governing_backlog(receivers.iter().copied()));
             if let Some(bps) = rate.update(receivers.iter().map(|(e, _)| *e), now) {
                 self.stats.set_target(codec, bps);

@@ -167,6 +167,7 @@ pub(crate) async fn accept_offer(
         peer,
         fault_drop_keyframe: std::sync::atomic::AtomicBool::new(shared.fault_drop_first_keyframe),
         recovering: std::sync::atomic::AtomicBool::new(false),
+        governing: std::sync::atomic::AtomicBool::new(false),
     });
     lock(&shared.viewers).insert(id.clone(), viewer.clone());
     shared.stats.viewers_joined.fetch_add(1, Ordering::Relaxed);

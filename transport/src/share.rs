@@ -429,7 +429,7 @@ fn offer_frame(v: &crate::hub::Viewer, frame: &Frame, keyframe: bool) {
         s.frames_skipped.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    if s.pacer_queue() > crate::hub::VIEWER_DROP_QUEUE {
+    if s.pacer_queue() > crate::hub::VIEWER_DROP_QUEUE && !v.governing.load(Ordering::Relaxed) {
         // Its link is far slower than the rate (it is not the one the
         // encoder follows): skip frames until a keyframe.
         s.frames_dropped.fetch_add(1, Ordering::Relaxed);

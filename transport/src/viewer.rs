@@ -66,6 +66,9 @@ pub struct ViewerStats {
     pub probes: AtomicU64,
     /// Padding bytes sent for probes.
     pub padding_bytes: AtomicU64,
+    /// The estimator's acknowledged rate (what the path delivered over
+    /// busy periods), bps; 0 until measured.
+    pub acked_bps: AtomicU64,
     /// Queued frames a keyframe superseded in the pacer.
     pub frames_superseded: AtomicU64,
     /// Whether the sender is application-limited (static content).
@@ -75,6 +78,9 @@ pub struct ViewerStats {
     pub in_outage: AtomicBool,
     /// Loss in the estimator's last loss window (transport feedback), in 1/256.
     pub feedback_loss_256: AtomicU32,
+    /// The minimum playout delay asked of the viewer, ms (0 on a clean
+    /// link; the round trip plus a margin in loss recovery).
+    pub playout_min_ms: AtomicU32,
     /// The send side asks for a keyframe (after an outage, or a stale queue).
     pub(crate) sender_wants_keyframe: AtomicBool,
     /// The next frame sent to this viewer must be a keyframe.
@@ -141,6 +147,16 @@ pub struct ViewerSnapshot {
     pub nacks: u64,
     /// PLI packets received.
     pub plis: u64,
+    /// Probe clusters sent.
+    pub probes: u64,
+    /// Padding bytes sent for probes.
+    pub padding_bytes: u64,
+    /// Whether the sender is application-limited (sends much less than the estimate).
+    pub app_limited: bool,
+    /// What the path delivered over busy periods, bps (0: not measured yet).
+    pub acked_bps: u64,
+    /// The minimum playout delay asked of the viewer, ms.
+    pub playout_min_ms: u32,
 }
 
 impl ViewerSnapshot {
@@ -164,6 +180,11 @@ impl ViewerSnapshot {
             retransmissions: s.retransmissions.load(Ordering::Relaxed),
             nacks: s.nack.load(Ordering::Relaxed),
             plis: s.pli.load(Ordering::Relaxed),
+            probes: s.probes.load(Ordering::Relaxed),
+            padding_bytes: s.padding_bytes.load(Ordering::Relaxed),
+            app_limited: s.app_limited.load(Ordering::Relaxed),
+            acked_bps: s.acked_bps.load(Ordering::Relaxed),
+            playout_min_ms: s.playout_min_ms.load(Ordering::Relaxed),
         }
     }
 }

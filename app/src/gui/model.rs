@@ -660,6 +660,11 @@ mod tests {
             retransmissions: 7,
             nacks: 3,
             plis: 1,
+            probes: 0,
+            padding_bytes: 0,
+            app_limited: false,
+            acked_bps: 0,
+            playout_min_ms: 0,
         };
         for i in 0..(HISTORY + 10) {
             m.apply(Event::Status(Status {

@@ -316,6 +316,7 @@ async fn attempt(
         peer: peer.clone(),
         fault_drop_keyframe: AtomicBool::new(false),
         recovering: AtomicBool::new(false),
+        governing: AtomicBool::new(false),
     });
     stats.set_state(ViewerState::Connected);
     let publish = Arc::new(Publish { sink: sink.clone(), remb_bps });
