@@ -1,5 +1,6 @@
 //! Test and benchmark helpers: a private Xvfb server and a window that shows
-//! synthetic content. Used by Peep's own tests, benches and `peep demo-window`.
+//! synthetic content, and a private Wayland desktop ([`wayland`]). Used by
+//! Peep's own tests, benches and `peep demo-window`.
 
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -14,6 +15,8 @@ use x11rb::wrapper::ConnectionExt as _;
 
 use crate::error::Result;
 use crate::ring::SlotMemory;
+
+pub mod wayland;
 
 /// A private Xvfb server, killed on drop.
 #[derive(Debug)]
