@@ -10,6 +10,7 @@ use peep_capture::platform::PlatformSession;
 use peep_encode::{OpenH264Config, OpenH264Encoder};
 
 use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::sources::{Backend, OpenRequest};
 
 #[derive(Debug, Parser)]
 #[command(name = "peep", version, about = "Share your screen to a browser link")]
@@ -25,6 +26,10 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Capture backend: x11, or portal (Wayland). Default: portal on a
+        /// Wayland session, else x11.
+        #[arg(long, value_enum)]
+        backend: Option<Backend>,
     },
     /// Capture and encode to an H.264 (Annex-B) file or stdout.
     Record(RecordArgs),
@@ -48,9 +53,14 @@ enum Command {
 #[derive(Debug, clap::Parser)]
 struct ShareArgs {
     /// Source id from `peep list` (`screen`, `monitor:NAME`, `window:0xID`,
-    /// `synthetic[:SCENE]`). Defaults to the primary display.
+    /// `portal`, `synthetic[:SCENE]`). Defaults to the primary display; on
+    /// Wayland to `portal` (the desktop's dialog chooses).
     #[arg(long)]
     source: Option<String>,
+    /// Capture backend: x11, or portal (Wayland's ScreenCast portal).
+    /// Default: portal on a Wayland session, else x11.
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
     /// Frames per second.
     #[arg(long, default_value_t = 30.0)]
     fps: f32,
@@ -89,9 +99,14 @@ struct ShareArgs {
 #[derive(Debug, clap::Args)]
 struct RecordArgs {
     /// Source id from `peep list` (`screen`, `monitor:NAME`, `window:0xID`,
-    /// `synthetic[:SCENE]`). Defaults to the primary display.
+    /// `portal`, `synthetic[:SCENE]`). Defaults to the primary display; on
+    /// Wayland to `portal` (the desktop's dialog chooses).
     #[arg(long)]
     source: Option<String>,
+    /// Capture backend: x11, or portal (Wayland's ScreenCast portal).
+    /// Default: portal on a Wayland session, else x11.
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
     /// Seconds to record.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
@@ -143,7 +158,7 @@ pub fn parse_size(text: &str) -> Result<(u32, u32), String> {
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::List { json }) => list(json),
+        Some(Command::List { json, backend }) => list(json, backend.unwrap_or_else(Backend::detect)),
         Some(Command::Record(args)) => record(args),
         Some(Command::Share(args)) => share(args),
         #[cfg(target_os = "linux")]
@@ -161,10 +176,19 @@ pub fn run() -> Result<()> {
     }
 }
 
-fn list(json: bool) -> Result<()> {
-    let session = PlatformSession::connect()?;
-    let sources = session.list_sources()?;
+fn list(json: bool, backend: Backend) -> Result<()> {
+    let sources = match backend {
+        Backend::X11 => PlatformSession::connect()?.list_sources()?,
+        Backend::Portal => vec![portal_source()],
+    };
     let mut out = std::io::stdout().lock();
+    if backend == Backend::Portal && !json {
+        writeln!(
+            out,
+            "On Wayland the desktop's own dialog chooses the screen or window to share (Peep cannot list them): \
+             share `portal`. `--backend x11` lists what XWayland sees."
+        )?;
+    }
     if json {
         serde_json::to_writer_pretty(&mut out, &sources)?;
         writeln!(out)?;
@@ -175,7 +199,7 @@ fn list(json: bool) -> Result<()> {
         let kind = format!("{:?}", s.kind).to_lowercase();
         let name = match &s.app {
             Some(app) => format!("{} ({app})", s.name),
-            None if s.primary => format!("{} (primary)", s.name),
+            None if s.primary && s.id != "portal" => format!("{} (primary)", s.name),
             None => s.name.clone(),
         };
         writeln!(
@@ -183,8 +207,8 @@ fn list(json: bool) -> Result<()> {
             "{:<22} {:<8} {:>11} {:>11}  {name}",
             s.id,
             kind,
-            format!("{}x{}", s.width, s.height),
-            format!("{},{}", s.x, s.y)
+            if s.width == 0 { "-".into() } else { format!("{}x{}", s.width, s.height) },
+            if s.width == 0 { "-".into() } else { format!("{},{}", s.x, s.y) }
         )?;
     }
     writeln!(
@@ -195,6 +219,21 @@ fn list(json: bool) -> Result<()> {
     Ok(())
 }
 
+/// The one source a Wayland session offers: whatever the portal's dialog picks.
+fn portal_source() -> peep_capture::SourceInfo {
+    peep_capture::SourceInfo {
+        id: peep_capture::SourceId::Portal.to_string(),
+        kind: peep_capture::SourceKind::Display,
+        name: "Chosen in the desktop's dialog".into(),
+        app: None,
+        x: 0,
+        y: 0,
+        width: 0,
+        height: 0,
+        primary: true,
+    }
+}
+
 fn record(args: RecordArgs) -> Result<()> {
     if !(args.seconds > 0.0 && args.seconds.is_finite()) {
         bail!("--seconds must be positive");
@@ -202,7 +241,12 @@ fn record(args: RecordArgs) -> Result<()> {
     if !(args.fps > 0.0 && args.fps <= 240.0) {
         bail!("--fps must be between 0 and 240");
     }
-    let backend = crate::sources::open_source(args.source.as_deref(), args.size, !args.no_cursor)?;
+    let backend = crate::sources::open_source(OpenRequest {
+        source: args.source.as_deref(),
+        backend: args.backend,
+        synthetic_size: args.size,
+        cursor: !args.no_cursor,
+    })?;
     let description = backend.describe();
     let to_stdout = args.out.as_os_str() == "-";
     let mut sink: Box<dyn Write> = if to_stdout {
@@ -267,7 +311,12 @@ fn share(args: ShareArgs) -> Result<()> {
     if !(args.fps > 0.0 && args.fps <= 240.0) {
         bail!("--fps must be between 0 and 240");
     }
-    let backend = crate::sources::open_source(args.source.as_deref(), args.size, !args.no_cursor)?;
+    let backend = crate::sources::open_source(OpenRequest {
+        source: args.source.as_deref(),
+        backend: args.backend,
+        synthetic_size: args.size,
+        cursor: !args.no_cursor,
+    })?;
     let description = backend.describe();
     let encoder = crate::session::live_encoder(range.clamp(peep_transport::rate::START_BPS), args.fps)?;
     let config = ShareConfig {

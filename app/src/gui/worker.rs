@@ -199,7 +199,12 @@ fn start(source: &str, quality: &str, fps: u32, port: u16, password: Option<Secr
     let range = preset.range();
     let mut last_error = None;
     for candidate in (0..PORT_ATTEMPTS).filter_map(|i| port.checked_add(i)) {
-        let backend = crate::sources::open_source(Some(source), (1920, 1080), true)?;
+        let backend = crate::sources::open_source(crate::sources::OpenRequest {
+            source: Some(source),
+            backend: None,
+            synthetic_size: (1920, 1080),
+            cursor: true,
+        })?;
         let encoder = crate::session::live_encoder(range.clamp(peep_transport::rate::START_BPS), fps as f32)?;
         let config =
             ShareConfig { port: candidate, password: password.clone(), bitrate: range, ..ShareConfig::default() };

@@ -1,19 +1,23 @@
 //! Drawing a cursor image into a frame, shared by the backends that get the
 //! cursor apart from the picture (X11 XFIXES, PipeWire cursor metadata).
 
-/// Alpha-blends a premultiplied ARGB image (`0xAARRGGBB` per pixel, rows of
-/// `image_width`) into a B,G,R,x frame with its top-left corner at
-/// (`left`, `top`) in frame pixels; parts outside the frame are clipped.
-pub fn blend_premultiplied_argb(
-    frame: &mut [u8],
-    width: u32,
-    height: u32,
-    stride_bytes: usize,
-    image: &[u32],
-    image_width: u32,
-    left: i32,
-    top: i32,
-) {
+/// A premultiplied ARGB image (`0xAARRGGBB` per pixel) placed on a frame.
+#[derive(Debug, Clone, Copy)]
+pub struct Overlay<'a> {
+    /// Pixels, rows of `width`.
+    pub argb: &'a [u32],
+    /// Width in pixels.
+    pub width: u32,
+    /// Frame column of the image's left edge (may be negative).
+    pub left: i32,
+    /// Frame row of the image's top edge (may be negative).
+    pub top: i32,
+}
+
+/// Alpha-blends `overlay` into a B,G,R,x frame; parts outside the frame are
+/// clipped.
+pub fn blend_premultiplied_argb(frame: &mut [u8], width: u32, height: u32, stride_bytes: usize, overlay: Overlay<'_>) {
+    let Overlay { argb: image, width: image_width, left, top } = overlay;
     if image_width == 0 {
         return;
     }
@@ -49,11 +53,18 @@ mod tests {
     fn premultiplied_over_with_clipping() {
         let mut frame = vec![100u8; 4 * 4 * 4];
         // 2x2 image at (3, 3): only its top-left pixel lands inside.
-        blend_premultiplied_argb(&mut frame, 4, 4, 16, &[0xff00_ff00, 0xffff_ffff, 0xffff_ffff, 0xffff_ffff], 2, 3, 3);
+        let image = [0xff00_ff00, 0xffff_ffff, 0xffff_ffff, 0xffff_ffff];
+        blend_premultiplied_argb(&mut frame, 4, 4, 16, Overlay { argb: &image, width: 2, left: 3, top: 3 });
         assert_eq!(&frame[3 * 16 + 12..3 * 16 + 15], &[0, 255, 0]);
         assert_eq!(&frame[2 * 16 + 12..2 * 16 + 15], &[100, 100, 100]);
         // Negative origin clips the other way.
-        blend_premultiplied_argb(&mut frame, 4, 4, 16, &[0xffff_ffff, 0xff00_00ff], 2, -1, 0);
+        blend_premultiplied_argb(
+            &mut frame,
+            4,
+            4,
+            16,
+            Overlay { argb: &[0xffff_ffff, 0xff00_00ff], width: 2, left: -1, top: 0 },
+        );
         assert_eq!(&frame[..3], &[255, 0, 0]);
     }
 }

@@ -176,6 +176,8 @@ pub struct PortalCapture {
     seen_content: Option<u64>,
     /// The next frame counts as changed (cursor switched on or off).
     redraw: bool,
+    /// Capture time of the last published frame (frame times never go back).
+    last_captured_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for PortalCapture {
@@ -225,6 +227,7 @@ impl PortalCapture {
             seen: None,
             seen_content: None,
             redraw: false,
+            last_captured_at: None,
         };
         match ready_rx.recv() {
             Ok(Ok(())) => {}
@@ -322,19 +325,18 @@ impl CaptureBackend for PortalCapture {
         );
         let cursor = &state.cursor;
         if draw_cursor && cursor.visible && !cursor.image.is_empty() {
-            super::cursor::blend_premultiplied_argb(
-                memory.as_mut_slice(),
-                width,
-                height,
-                stride_bytes,
-                &cursor.image,
-                cursor.width,
-                cursor.position.0 - cursor.hotspot.0,
-                cursor.position.1 - cursor.hotspot.1,
-            );
+            let overlay = super::cursor::Overlay {
+                argb: &cursor.image,
+                width: cursor.width,
+                left: cursor.position.0 - cursor.hotspot.0,
+                top: cursor.position.1 - cursor.hotspot.1,
+            };
+            super::cursor::blend_premultiplied_argb(memory.as_mut_slice(), width, height, stride_bytes, overlay);
         }
         // A re-sent picture gets the time it is sent (viewers pace by it).
         let captured_at = if changed { held.captured_at } else { Instant::now() };
+        let captured_at = self.last_captured_at.map_or(captured_at, |last| captured_at.max(last));
+        self.last_captured_at = Some(captured_at);
         let format = held.layout.pixel_format();
         self.seen = Some(state.generation);
         self.seen_content = Some(state.content_generation);
@@ -491,7 +493,7 @@ fn buffer_params() -> Result<Vec<Vec<u8>>> {
                 spa_sys::SPA_PARAM_BUFFERS_dataType,
                 Value::Choice(ChoiceValue::Int(Choice(
                     ChoiceFlags::empty(),
-                    ChoiceEnum::Flags { default: data_types as i32, flags: vec![] },
+                    ChoiceEnum::Flags { default: data_types, flags: vec![] },
                 ))),
             ),
         ],
@@ -882,6 +884,8 @@ fn instant_from_monotonic_ns(pts_ns: i64) -> Option<Instant> {
     if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } != 0 {
         return None;
     }
+    // time_t and c_long are not i64 on every target.
+    #[allow(clippy::unnecessary_cast)]
     let now_ns = now.tv_sec as i64 * 1_000_000_000 + now.tv_nsec as i64;
     let age = now_ns.checked_sub(pts_ns)?;
     if !(0..1_000_000_000).contains(&age) {

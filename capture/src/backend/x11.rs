@@ -709,7 +709,8 @@ fn blend_cursor(frame: &mut [u8], width: u32, height: u32, stride_bytes: usize, 
     let r = cursor.rect(cursor.pos);
     let len = usize::from(cursor.width) * usize::from(cursor.height);
     let Some(image) = cursor.image.get(..len) else { return };
-    super::cursor::blend_premultiplied_argb(frame, width, height, stride_bytes, image, cursor.width.into(), r.x, r.y);
+    let overlay = super::cursor::Overlay { argb: image, width: cursor.width.into(), left: r.x, top: r.y };
+    super::cursor::blend_premultiplied_argb(frame, width, height, stride_bytes, overlay);
 }
 
 impl CaptureBackend for X11Capture {

@@ -11,6 +11,7 @@
 //! the test process ends — normally, by panic or killed — the pipe closes
 //! and the guardian kills the group and removes the directory. So a fixture
 //! kept in a `static` (which Rust never drops) leaves nothing behind either.
+//! `PEEP_KEEP_TEST_DIRS=1` keeps the directory (with every component's log).
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
@@ -51,7 +52,7 @@ kill -TERM -"$pgid" 2>/dev/null
 i=0
 while kill -0 -"$pgid" 2>/dev/null && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done
 kill -KILL -"$pgid" 2>/dev/null
-rm -rf "$1""#,
+[ -n "$PEEP_KEEP_TEST_DIRS" ] || rm -rf "$1""#,
                 "peep-test-guardian",
             ])
             .arg(dir)
@@ -86,6 +87,15 @@ rm -rf "$1""#,
         self.children.iter_mut().find_map(|c| c.try_wait().ok().flatten().map(|s| (c.id(), s)))
     }
 
+    /// Kills one child (SIGKILL, as a crash would) and reaps it.
+    pub fn kill(&mut self, pid: u32) {
+        if let Some(i) = self.children.iter().position(|c| c.id() == pid) {
+            let mut child = self.children.swap_remove(i);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Kills the group, waits for the guardian to finish and for our children.
     pub fn stop(&mut self) {
         if let Some((mut guardian, stdin)) = self.guardian.take() {
@@ -96,7 +106,9 @@ rm -rf "$1""#,
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("PEEP_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -291,6 +303,8 @@ pub struct WaylandDesktop {
     wayland_socket: PathBuf,
     sway_socket: PathBuf,
     sway_env: Vec<(&'static str, OsString)>,
+    xdpw: (String, Vec<(&'static str, OsString)>),
+    xdpw_pid: u32,
 }
 
 impl WaylandDesktop {
@@ -422,14 +436,52 @@ impl WaylandDesktop {
         // xdpw issues restore tokens only when told it may (no dialog to ask).
         xdpw_env.push(("XDPW_PERSIST_MODE", "permanent".into()));
         let xdpw = xdpw.display().to_string();
-        spawn(&mut group, &xdpw, &["-r"], &xdpw_env, "xdpw.log")?;
-        wait_until("xdg-desktop-portal-wlr", || bus.has_owner("org.freedesktop.impl.portal.desktop.wlr"))?;
+        let xdpw_pid = Self::spawn_xdpw(&mut group, &dir, &bus, &xdpw, &xdpw_env)?;
         spawn(&mut group, "/usr/libexec/xdg-desktop-portal", &["-r"], &env, "xdg-desktop-portal.log")?;
         wait_until("xdg-desktop-portal", || bus.has_owner("org.freedesktop.portal.Desktop"))?;
-        let desktop = Self { group, dir, runtime, bus, wayland_socket, sway_socket, sway_env };
+        let desktop =
+            Self { group, dir, runtime, bus, wayland_socket, sway_socket, sway_env, xdpw: (xdpw, xdpw_env), xdpw_pid };
         // The first frame may be grey until swaybg has drawn.
         desktop.swaymsg(&format!("output {OUTPUT} bg #000000 solid_color"))?;
         Ok(desktop)
+    }
+
+    fn spawn_xdpw(
+        group: &mut ProcessGroup,
+        dir: &Path,
+        bus: &SessionBus,
+        program: &str,
+        env: &[(&str, OsString)],
+    ) -> Result<u32> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("xdpw.log"))
+            .map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(program);
+        cmd.args(["-r", "-l", "DEBUG"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log);
+        let pid = group.spawn(&mut cmd).map_err(|e| format!("starting {program}: {e}"))?;
+        wait_until("xdg-desktop-portal-wlr", || bus.has_owner("org.freedesktop.impl.portal.desktop.wlr"))?;
+        Ok(pid)
+    }
+
+    /// Kills the portal backend (xdg-desktop-portal-wlr) the way a crash or
+    /// the compositor ending the cast would: its PipeWire streams vanish.
+    /// Then starts a new one for the next test.
+    pub fn restart_portal_backend(&mut self) -> Result<()> {
+        self.group.kill(self.xdpw_pid);
+        wait_until("the old portal backend to leave the bus", || {
+            !self.bus.has_owner("org.freedesktop.impl.portal.desktop.wlr")
+        })?;
+        let (program, env) = &self.xdpw;
+        self.xdpw_pid = Self::spawn_xdpw(&mut self.group, &self.dir, &self.bus, program, env)?;
+        Ok(())
     }
 
     /// The variables a client of this desktop needs (`DISPLAY` must be removed).
@@ -495,11 +547,6 @@ impl WaylandDesktop {
     /// Changes the output's size.
     pub fn set_output_size(&self, width: u32, height: u32) -> Result<()> {
         self.swaymsg(&format!("output {OUTPUT} mode --custom {width}x{height}")).map(|_| ())
-    }
-
-    /// Turns the output off (its screen casts end) or on.
-    pub fn set_output_enabled(&self, enabled: bool) -> Result<()> {
-        self.swaymsg(&format!("output {OUTPUT} {}", if enabled { "enable" } else { "disable" })).map(|_| ())
     }
 
     /// What the portal's picker answers next: an output name, or `None` for
