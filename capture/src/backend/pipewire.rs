@@ -116,6 +116,9 @@ struct CursorState {
     width: u32,
     height: u32,
     image: Vec<u32>,
+    /// Where a new bitmap is converted before comparing (no allocation once
+    /// it has grown to the largest cursor).
+    scratch: Vec<u32>,
 }
 
 /// Why the stream ended.
@@ -796,11 +799,13 @@ fn read_cursor(spa_buffer: *mut spa_sys::spa_buffer, cursor: &mut CursorState) -
             let pixels = unsafe { std::slice::from_raw_parts(base.add(data_at), stride * h as usize) };
             let layout = Layout::from_spa(spa::param::video::VideoFormat::from_raw(bitmap.format));
             if let Some(layout) = layout {
-                convert_cursor(pixels, stride, w, h, layout, &mut cursor.image);
-                cursor.width = w;
-                cursor.height = h;
-                cursor.hotspot = (meta.hotspot.x, meta.hotspot.y);
-                changed = true;
+                convert_cursor(pixels, stride, w, h, layout, &mut cursor.scratch);
+                let hotspot = (meta.hotspot.x, meta.hotspot.y);
+                if cursor.scratch != cursor.image || (w, h, hotspot) != (cursor.width, cursor.height, cursor.hotspot) {
+                    std::mem::swap(&mut cursor.scratch, &mut cursor.image);
+                    (cursor.width, cursor.height, cursor.hotspot) = (w, h, hotspot);
+                    changed = true;
+                }
             }
         } else if bitmap.offset == 0 || w == 0 || h == 0 {
             // An empty bitmap: an invisible cursor.
@@ -924,6 +929,86 @@ mod tests {
         assert_eq!(out, [0x280a_141e]);
         convert_cursor(&[10, 20, 30, 40], 4, 1, 1, Layout::Bgra, &mut out);
         assert_eq!(out, [0x281e_140a]);
+    }
+
+    /// A spa_buffer carrying one metadata block of `bytes`.
+    fn with_meta(kind: u32, bytes: &mut [u64], run: impl FnOnce(*mut spa_sys::spa_buffer)) {
+        let mut meta =
+            spa_sys::spa_meta { type_: kind, size: (bytes.len() * 8) as u32, data: bytes.as_mut_ptr().cast() };
+        let mut buffer = spa_sys::spa_buffer { n_metas: 1, n_datas: 0, metas: &mut meta, datas: std::ptr::null_mut() };
+        run(&mut buffer);
+    }
+
+    /// Cursor metadata laid out as producers write it: cursor, bitmap, pixels.
+    fn cursor_meta(words: &mut [u64], id: u32, pos: (i32, i32), hot: (i32, i32), w: u32, h: u32, stride: i32) {
+        let base = words.as_mut_ptr().cast::<u8>();
+        let cursor_size = size_of::<spa_sys::spa_meta_cursor>();
+        let cursor = spa_sys::spa_meta_cursor {
+            id,
+            flags: 0,
+            position: spa_sys::spa_point { x: pos.0, y: pos.1 },
+            hotspot: spa_sys::spa_point { x: hot.0, y: hot.1 },
+            bitmap_offset: cursor_size as u32,
+        };
+        let bitmap = spa_sys::spa_meta_bitmap {
+            format: spa_sys::SPA_VIDEO_FORMAT_BGRA,
+            size: spa_sys::spa_rectangle { width: w, height: h },
+            stride,
+            offset: size_of::<spa_sys::spa_meta_bitmap>() as u32,
+        };
+        // SAFETY: the test sizes `words` to hold all of it.
+        unsafe {
+            base.cast::<spa_sys::spa_meta_cursor>().write(cursor);
+            base.add(cursor_size).cast::<spa_sys::spa_meta_bitmap>().write_unaligned(bitmap);
+            let at = cursor_size + size_of::<spa_sys::spa_meta_bitmap>();
+            let pixels = base.add(at);
+            // Only what fits: a bitmap may claim more than its block holds.
+            let fit = ((words.len() * 8 - at) / 4).min((w * h) as usize);
+            for i in 0..fit {
+                // Opaque red (B,G,R,A bytes).
+                pixels.add(i * 4).copy_from_nonoverlapping([0u8, 0, 255, 255].as_ptr(), 4);
+            }
+        }
+    }
+
+    #[test]
+    fn cursor_metadata_is_read_and_bounds_checked() {
+        let mut words = vec![0u64; 64];
+        cursor_meta(&mut words, 7, (100, 50), (1, 2), 2, 2, 8);
+        let mut cursor = CursorState::default();
+        with_meta(spa_sys::SPA_META_Cursor, &mut words, |b| assert!(read_cursor(b, &mut cursor)));
+        assert!(cursor.visible);
+        assert_eq!((cursor.position, cursor.hotspot, cursor.width, cursor.height), ((100, 50), (1, 2), 2, 2));
+        assert_eq!(cursor.image, [0xffff_0000; 4]);
+        // The same again: nothing changed.
+        with_meta(spa_sys::SPA_META_Cursor, &mut words, |b| assert!(!read_cursor(b, &mut cursor)));
+        // A bitmap claiming more rows than the block holds is ignored, not read.
+        cursor_meta(&mut words, 7, (101, 50), (0, 0), 64, 64, 256);
+        with_meta(spa_sys::SPA_META_Cursor, &mut words, |b| assert!(read_cursor(b, &mut cursor)));
+        assert_eq!((cursor.position, cursor.width), ((101, 50), 2), "moved, old image kept");
+        // Id 0: no cursor over the stream.
+        cursor_meta(&mut words, 0, (0, 0), (0, 0), 2, 2, 8);
+        with_meta(spa_sys::SPA_META_Cursor, &mut words, |b| assert!(read_cursor(b, &mut cursor)));
+        assert!(!cursor.visible);
+    }
+
+    #[test]
+    fn damage_regions_are_counted_up_to_the_first_invalid_one() {
+        // Three regions of 16 bytes (x, y, w, h as i32/u32), then an empty one.
+        let mut words = vec![0u64; 8];
+        let regions = words.as_mut_ptr().cast::<spa_sys::spa_meta_region>();
+        for i in 0..3 {
+            // SAFETY: four regions fit in 64 bytes.
+            unsafe {
+                (*regions.add(i)).region.size = spa_sys::spa_rectangle { width: 10, height: 10 };
+            }
+        }
+        with_meta(spa_sys::SPA_META_VideoDamage, &mut words, |b| {
+            // SAFETY: b is the test's buffer with one meta.
+            let meta = unsafe { spa_sys::spa_buffer_find_meta(b, spa_sys::SPA_META_VideoDamage) };
+            assert_eq!(damage_regions(meta), Some(3));
+        });
+        assert_eq!(damage_regions(std::ptr::null_mut()), None, "no damage metadata");
     }
 
     #[test]
