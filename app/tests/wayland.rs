@@ -407,3 +407,119 @@ fn a_portal_share_plays_in_chromium() {
     let status = child.wait().expect("wait");
     assert!(status.success(), "peep share ended cleanly on Ctrl-C: {status}");
 }
+
+/// With `PEEP_SCREENSHOTS=DIR`, saves the screen as `DIR/NAME.png` (grim).
+fn screenshot(d: &WaylandDesktop, name: &str) {
+    if let Some(dir) = std::env::var_os("PEEP_SCREENSHOTS") {
+        let path = Path::new(&dir).join(format!("{name}.png"));
+        let _ = d.command("grim").arg(&path).status();
+    }
+}
+
+/// Types with a virtual keyboard. It exists only while wtype runs, so it
+/// waits first: the window must see the seat's new keyboard before keys come.
+fn wtype(d: &WaylandDesktop, args: &[&str]) {
+    let out = d.command("wtype").args(["-s", "400"]).args(args).output().expect("run wtype (apt-get install wtype)");
+    assert!(out.status.success(), "wtype {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn the_window_runs_natively_on_wayland_and_shares_what_the_dialog_chose() {
+    common::require_tool("wtype", "wtype");
+    let d = desktop();
+    let config = config_dir(&d, "gui");
+    // A small floating window, so the screen around it shows the background.
+    for rule in ["floating enable", "resize set 320 240", "move position 0 0"] {
+        d.swaymsg(&format!(r#"for_window [title="^Peep$"] {rule}"#)).expect("window rule");
+    }
+    d.set_background(0x000000).expect("bg");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    std::fs::create_dir_all(config.join("peep")).expect("config");
+    std::fs::write(config.join("peep/settings.json"), format!(r#"{{"port": {port}}}"#)).expect("settings");
+    let log = std::fs::File::create(d.dir().join("gui.log")).expect("log");
+    let mut gui = peep(&d, &config).stdout(Stdio::piped()).stderr(log).spawn().expect("start the window");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let tree = d.sway_query("get_tree").unwrap_or_default();
+        // An xdg_shell surface: a native Wayland window (sway runs without XWayland here).
+        if tree.contains("\"name\": \"Peep\"") && tree.contains("\"shell\": \"xdg_shell\"") {
+            break;
+        }
+        if let Ok(Some(status)) = gui.try_wait() {
+            panic!(
+                "peep's window ended ({status}): {}",
+                std::fs::read_to_string(d.dir().join("gui.log")).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "no Peep window in sway's tree: {tree}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    screenshot(&d, "wayland-gui-start");
+    let runs = d.picker_runs();
+    // Ctrl+O: "Choose what to share…" opens the desktop's dialog.
+    wtype(&d, &["-M", "ctrl", "o", "-m", "ctrl"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while d.picker_runs() == runs {
+        if Instant::now() > deadline {
+            screenshot(&d, "wayland-gui-no-dialog");
+            panic!(
+                "the dialog never opened; log: {}\ntree: {}",
+                d.log("gui.log"),
+                d.sway_query("get_tree").unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    // Ctrl+Enter: share what was chosen, without another dialog.
+    wtype(&d, &["-M", "ctrl", "-k", "Return", "-m", "ctrl"]);
+    let mut stdout = BufReader::new(gui.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    while !line.starts_with("Link: ") {
+        line.clear();
+        assert!(stdout.read_line(&mut line).unwrap_or(0) > 0, "the window ended before sharing: {}", d.log("gui.log"));
+    }
+    assert_eq!(d.picker_runs(), runs + 1, "the share used the choice already made");
+    let link = line.trim().trim_start_matches("Link: ").to_owned();
+    let local = format!("http://127.0.0.1:{port}{}", &link[link.find("/s/").expect("path")..]);
+    let mut b = Browser::launch();
+    let page = b.open(&local);
+    b.wait_for(&page, "window.peep && peep.state() === 'live'", Duration::from_secs(30));
+    screenshot(&d, "wayland-gui-sharing");
+    // Away from the floating window, the viewer sees the background.
+    let corner = r#"(() => {
+        const v = document.getElementById('video');
+        if (!v.videoWidth) return null;
+        const c = document.createElement('canvas');
+        c.width = v.videoWidth; c.height = v.videoHeight;
+        const g = c.getContext('2d');
+        g.drawImage(v, 0, 0);
+        const d = g.getImageData(v.videoWidth - 40, v.videoHeight - 40, 1, 1).data;
+        return [d[0], d[1], d[2]];
+    })()"#;
+    d.set_background(0xff8000).expect("bg");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = b.eval(&page, corner);
+        let n: Vec<u8> =
+            v.as_array().map(|a| a.iter().filter_map(|x| x.as_u64()).map(|x| x as u8).collect()).unwrap_or_default();
+        if n.len() == 3 && near((n[0], n[1], n[2]), 0xff8000) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the viewer never showed the background; last {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Ctrl+Q closes the window, which ends the share.
+    wtype(&d, &["-M", "ctrl", "q", "-m", "ctrl"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Ok(Some(status)) = gui.try_wait() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the window did not close");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}: {}", d.log("gui.log"));
+    b.wait_for(&page, "peep.state() === 'ended'", Duration::from_secs(10));
+}
