@@ -405,6 +405,20 @@ fn demo_window(scene: &str, fps: f32, seconds: f64) -> Result<()> {
     use peep_capture::testing::DemoWindow;
     let scene = Scene::from_name(scene)
         .with_context(|| format!("unknown scene {scene:?} (static, typing, scrolling, moving)"))?;
+    if Backend::detect() == Backend::Portal {
+        // A Wayland window with the same content.
+        let display = std::env::var_os("WAYLAND_DISPLAY").context("WAYLAND_DISPLAY is not set")?;
+        let socket = std::path::PathBuf::from(&display);
+        let socket = if socket.is_absolute() {
+            socket
+        } else {
+            std::path::PathBuf::from(std::env::var_os("XDG_RUNTIME_DIR").context("XDG_RUNTIME_DIR is not set")?)
+                .join(socket)
+        };
+        let seconds = (seconds > 0.0).then_some(seconds);
+        return peep_capture::testing::wayland_demo::run(&socket, "Peep demo", scene, fps, seconds)
+            .map_err(anyhow::Error::msg);
+    }
     let session = X11Session::connect()?;
     let (w, h) = {
         let screen = session.list_displays()?;

@@ -196,6 +196,27 @@ fn record_from_the_portal_shows_the_colours_set_on_screen() {
 }
 
 #[test]
+fn record_of_a_client_window_keeps_its_frames_in_order() {
+    let mut d = desktop();
+    let config = config_dir(&d, "client");
+    let out = tmp(&d, "client.h264");
+    // Peep's own demo window, a Wayland client drawing marked frames at 30 fps.
+    let mut window = d.command(env!("CARGO_BIN_EXE_peep"));
+    window.args(["demo-window", "--scene", "moving", "--fps", "30", "--seconds", "6"]);
+    window.stdout(Stdio::null()).stderr(Stdio::null());
+    d.spawn_client(&mut window).expect("demo window");
+    std::thread::sleep(Duration::from_millis(500));
+    let (child, head) = start_recording(&d, &config, &out, 3.0);
+    let (status, stderr) = finish(child, head);
+    assert!(status.success(), "{stderr}");
+    let frames = common::decode_stream(&std::fs::read(&out).expect("read"));
+    let counters: Vec<u32> = frames.iter().filter_map(|f| f.mark.map(|m| m.counter)).collect();
+    assert!(counters.len() + 2 >= frames.len(), "marks read from (nearly) every frame: {counters:?}");
+    assert!(counters.windows(2).all(|w| w[0] < w[1]), "every frame new and in order: {counters:?}");
+    assert!(counters.len() >= 30, "{} frames of a 30 fps window in 3 s: {counters:?}", counters.len());
+}
+
+#[test]
 fn an_unchanged_screen_costs_next_to_nothing() {
     let d = desktop();
     let config = config_dir(&d, "static");
@@ -510,6 +531,12 @@ fn the_window_runs_natively_on_wayland_and_shares_what_the_dialog_chose() {
         assert!(Instant::now() < deadline, "the viewer never showed the background; last {v}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Peep's own window (a Wayland client) is in the picture too: its dark
+    // panels, not the background, at its top left.
+    let inside = corner.replace("v.videoWidth - 40, v.videoHeight - 40", "100, 60");
+    let v = b.eval(&page, &inside);
+    let n: Vec<u64> = v.as_array().map(|a| a.iter().filter_map(|x| x.as_u64()).collect()).unwrap_or_default();
+    assert!(n.len() == 3 && n.iter().all(|&c| c < 90), "Peep's window in the stream: {v}");
     // Ctrl+Q closes the window, which ends the share.
     wtype(&d, &["-M", "ctrl", "q", "-m", "ctrl"]);
     let deadline = Instant::now() + Duration::from_secs(15);

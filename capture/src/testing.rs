@@ -17,6 +17,7 @@ use crate::error::Result;
 use crate::ring::SlotMemory;
 
 pub mod wayland;
+pub mod wayland_demo;
 
 /// A private Xvfb server, killed on drop.
 #[derive(Debug)]
@@ -74,6 +75,11 @@ impl Xvfb {
     /// The display name, e.g. `":5"`.
     pub fn display(&self) -> &str {
         &self.display
+    }
+
+    /// The server's process id (for benchmarks that count its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use peep_capture::backend::pipewire::PortalCapture;
 use peep_capture::backend::portal::PortalRequest;
 use peep_capture::backend::{CaptureBackend, Tick};
+use peep_capture::marks::read_mark_bgra;
+use peep_capture::synthetic::Scene;
 use peep_capture::testing::wayland::{BareBus, WaylandDesktop};
+use peep_capture::testing::wayland_demo;
 use peep_capture::{CaptureError, PixelFormat, RingConsumer, RingProducer, frame_ring};
 
 const SIZE: (u32, u32) = (640, 480);
@@ -91,6 +94,32 @@ fn frames_follow_the_screen_colour() {
         wait_for_colour(&d, &mut cap, &mut ring, &mut consumer, rgb);
     }
     assert_eq!(cap.size(), SIZE);
+}
+
+#[test]
+fn a_client_window_is_captured_frame_by_frame_with_its_marks() {
+    let d = desktop();
+    let socket = d.wayland_socket().to_owned();
+    let client = std::thread::spawn(move || wayland_demo::run(&socket, "Peep demo", Scene::Moving, 30.0, Some(4.0)));
+    let mut cap = open(&d, None);
+    let (mut ring, mut consumer) = frame_ring();
+    let mut counters = Vec::new();
+    let until = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < until {
+        cap.wait_for_change(Instant::now() + Duration::from_millis(100)).expect("wait");
+        if let Tick::Published { .. } = cap.capture(&mut ring, 0, false).expect("capture") {
+            let frame = consumer.try_take().expect("frame");
+            let m = *frame.meta();
+            if let Some(mark) = read_mark_bgra(frame.data(), m.width as usize, m.height as usize, m.stride_bytes) {
+                counters.push(mark.counter);
+            }
+        }
+    }
+    client.join().expect("client thread").expect("the demo window ran");
+    // The window fills the output; its frames arrive in order, most of them.
+    assert!(counters.windows(2).all(|w| w[0] <= w[1]), "in order: {counters:?}");
+    let distinct = counters.windows(2).filter(|w| w[0] < w[1]).count();
+    assert!(distinct >= 30, "{distinct} new frames of a 30 fps window in 2.5 s: {counters:?}");
 }
 
 #[test]

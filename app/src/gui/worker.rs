@@ -30,6 +30,9 @@ pub const THUMBNAIL: (u32, u32) = (192, 108);
 pub const PORT_ATTEMPTS: u16 = 10;
 /// How often the live thumbnail of the portal's choice is refreshed.
 pub const PORTAL_THUMBNAIL_PERIOD: Duration = Duration::from_secs(1);
+/// How long closing the window waits for the worker (stopping a share takes
+/// well under a second; a desktop dialog can stay open indefinitely).
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// How long a new portal choice may take to deliver its first picture
 /// before it is shown without one.
 pub const FIRST_PICTURE_WAIT: Duration = Duration::from_secs(2);
@@ -65,7 +68,17 @@ impl Worker {
         let (done, _) = crossbeam_channel::bounded::<Command>(0);
         self.commands = done;
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            // A worker waiting on the desktop's screen-cast dialog cannot be
+            // interrupted: give it a moment, then leave it to the process exit.
+            let deadline = Instant::now() + SHUTDOWN_WAIT;
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                tracing::debug!("the worker is still busy (a desktop dialog is open); not waiting for it");
+            }
         }
     }
 }

@@ -208,7 +208,9 @@ impl PortalCapture {
             })
         };
         let started = portal::start(request, on_closed)?;
+        // Carries one message (quit); PipeWire's channel wakes the loop.
         let (quit, quit_rx) = pw::channel::channel::<()>();
+        // One message: whether the stream connected.
         let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let loop_thread = {
             let shared = shared.clone();
@@ -616,13 +618,12 @@ fn run_loop(
                     on_param.end(Ended::Failed(format!("negotiating buffers: {e}")));
                 }
             })
-            .remove_buffer(move |stream, _, buffer| {
+            .remove_buffer(move |_, _, buffer| {
+                // The stream frees it now (renegotiation, teardown): forget it.
                 let mut state = on_remove.lock();
                 if state.held.as_ref().is_some_and(|h| h.buffer.as_ptr() == buffer) {
                     state.held = None;
                 }
-                drop(state);
-                let _ = stream;
             })
             .process(move |stream, _| on_buffers(stream, &on_process, cursor))
             .register()

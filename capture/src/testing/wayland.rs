@@ -37,6 +37,7 @@ pub struct ProcessGroup {
     pgid: Option<i32>,
     guardian: Option<(Child, ChildStdin)>,
     children: Vec<Child>,
+    names: Vec<(String, u32)>,
     dir: PathBuf,
 }
 
@@ -62,7 +63,13 @@ kill -KILL -"$pgid" 2>/dev/null
             .spawn()
             .map_err(|e| format!("cannot start the cleanup guardian (sh): {e}"))?;
         let stdin = guardian.stdin.take().ok_or("guardian stdin")?;
-        Ok(Self { pgid: None, guardian: Some((guardian, stdin)), children: Vec::new(), dir: dir.to_owned() })
+        Ok(Self {
+            pgid: None,
+            guardian: Some((guardian, stdin)),
+            children: Vec::new(),
+            names: Vec::new(),
+            dir: dir.to_owned(),
+        })
     }
 
     /// Spawns `command` into the group (the first one founds it).
@@ -70,6 +77,13 @@ kill -KILL -"$pgid" 2>/dev/null
         command.process_group(self.pgid.unwrap_or(0));
         let child = command.spawn()?;
         let pid = child.id();
+        let program = Path::new(command.get_program()).file_name().map(|n| n.to_string_lossy().into_owned());
+        // setpriv execs the program it is given (sway): name it by that.
+        let name = match program.as_deref() {
+            Some("setpriv") => command.get_args().nth(3).map(|a| a.to_string_lossy().into_owned()),
+            other => other.map(str::to_owned),
+        };
+        self.names.push((name.unwrap_or_default(), pid));
         if self.pgid.is_none() {
             let pgid = pid as i32;
             self.pgid = Some(pgid);
@@ -89,6 +103,7 @@ kill -KILL -"$pgid" 2>/dev/null
 
     /// Kills one child (SIGKILL, as a crash would) and reaps it.
     pub fn kill(&mut self, pid: u32) {
+        self.names.retain(|(_, p)| *p != pid);
         if let Some(i) = self.children.iter().position(|c| c.id() == pid) {
             let mut child = self.children.swap_remove(i);
             let _ = child.kill();
@@ -500,6 +515,17 @@ impl WaylandDesktop {
         let mut cmd = Command::new(program);
         cmd.envs(self.env()).env_remove("DISPLAY");
         cmd
+    }
+
+    /// The compositor's socket (an absolute `WAYLAND_DISPLAY`).
+    pub fn wayland_socket(&self) -> &Path {
+        &self.wayland_socket
+    }
+
+    /// Process ids of the desktop's long-running parts, by name (for
+    /// benchmarks that count their CPU time).
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.group.names.clone()
     }
 
     /// The session bus address.
