@@ -560,8 +560,10 @@ fn run_loop(
         let shared = shared.clone();
         core.add_listener_local()
             .error(move |id, _seq, res, message| {
-                // Errors about the core itself (id 0) mean the connection is gone.
-                if id == pw::core::PW_ID_CORE {
+                // A broken pipe on the core (id 0) means the connection is
+                // gone; other core errors (e.g. about a node that just
+                // vanished) are not fatal by themselves.
+                if id == pw::core::PW_ID_CORE && res == -libc::EPIPE {
                     shared.end(Ended::Failed(format!("the PipeWire connection failed ({res}): {message}")));
                 } else {
                     tracing::debug!(id, res, message, "PipeWire error");
