@@ -91,29 +91,36 @@ fn measure(backend: Box<dyn CaptureBackend>, server: &[u32], seconds: f64) -> Ou
         OpenH264Encoder::new(OpenH264Config { bitrate_bps: 4_000_000, fps: 30.0, ..OpenH264Config::default() })
             .expect("encoder");
     let mut pipeline = Pipeline::start(backend, Box::new(encoder), PipelineConfig::default()).expect("pipeline");
+    // Every packet is kept (the decoder needs the first keyframe); those of
+    // the 1 s warm-up are not measured.
+    let mut packets = Vec::new();
     let warm = Instant::now() + Duration::from_secs(1);
     while Instant::now() < warm {
-        let _ = pipeline.recv_timeout(Duration::from_millis(100)).expect("pipeline");
+        if let Some(p) = pipeline.recv_timeout(Duration::from_millis(100)).expect("pipeline") {
+            packets.push((p.data.to_vec(), unix_ms_u32(), false));
+        }
     }
     let (peep0, server0) = (cpu_seconds("self"), cpu_of(server));
     let started = Instant::now();
-    let mut packets = Vec::new();
     while started.elapsed().as_secs_f64() < seconds {
         if let Some(p) = pipeline.recv_timeout(Duration::from_millis(100)).expect("pipeline") {
-            packets.push((p.data.to_vec(), unix_ms_u32()));
+            packets.push((p.data.to_vec(), unix_ms_u32(), true));
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
     let (peep, server_cpu) = (cpu_seconds("self") - peep0, cpu_of(server) - server0);
     let stats = pipeline.stats.clone();
     pipeline.stop().expect("clean stop");
-    let frames = packets.len().max(1) as f64;
+    let measured = packets.iter().filter(|p| p.2).count();
+    let frames = measured.max(1) as f64;
     // Marks read back after the run, so decoding costs nothing above.
     let mut decoder = Decoder::new().expect("decoder");
     let mut draw = Vec::new();
-    for (data, encoded_ms) in &packets {
+    for (data, encoded_ms, measure) in &packets {
         for nal in openh264::nal_units(data) {
-            if let Ok(Some(yuv)) = decoder.decode(nal) {
+            if let Ok(Some(yuv)) = decoder.decode(nal)
+                && *measure
+            {
                 let (w, h) = yuv.dimensions();
                 if let Some(mark) = read_mark_luma(yuv.y(), w, h, yuv.strides().0) {
                     draw.push(f64::from(encoded_ms.wrapping_sub(mark.timestamp_ms)));
@@ -124,7 +131,7 @@ fn measure(backend: Box<dyn CaptureBackend>, server: &[u32], seconds: f64) -> Ou
     draw.sort_by(f64::total_cmp);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     Outcome {
-        fps: packets.len() as f64 / elapsed,
+        fps: measured as f64 / elapsed,
         peep_ms: peep * 1e3 / frames,
         server_ms: server_cpu * 1e3 / frames,
         capture_to_encoded: (ms(stats.capture_to_encoded.quantile(0.5)), ms(stats.capture_to_encoded.quantile(0.95))),

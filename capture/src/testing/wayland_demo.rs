@@ -171,6 +171,37 @@ impl Drop for Mapping {
     }
 }
 
+/// Two buffers of one size and the scene drawn into them.
+struct Frame {
+    size: (i32, i32),
+    frame_len: usize,
+    memory: Mapping,
+    pool: wl_shm_pool::WlShmPool,
+    buffers: Vec<wl_buffer::WlBuffer>,
+    content: SyntheticScene,
+}
+
+impl Frame {
+    fn new(shm: &wl_shm::WlShm, qh: &QueueHandle<App>, size: (i32, i32), scene: Scene) -> Result<Self> {
+        let (w, h) = size;
+        let frame_len = w as usize * h as usize * 4;
+        let memory = Mapping::new(2 * frame_len)?;
+        let pool = shm.create_pool(memory.fd.as_fd(), (2 * frame_len) as i32, qh, ());
+        let buffers = (0..2)
+            .map(|i| pool.create_buffer((i * frame_len) as i32, w, h, w * 4, wl_shm::Format::Xrgb8888, qh, i))
+            .collect();
+        let content = SyntheticScene::new(w as usize, h as usize, scene);
+        Ok(Self { size, frame_len, memory, pool, buffers, content })
+    }
+
+    fn destroy(self) {
+        for b in &self.buffers {
+            b.destroy();
+        }
+        self.pool.destroy();
+    }
+}
+
 /// Waits up to `timeout` for events, then dispatches them.
 fn pump(queue: &mut EventQueue<App>, app: &mut App, timeout: Duration) -> Result<()> {
     let err = |e: &dyn std::fmt::Display| format!("wayland: {e}");
@@ -217,14 +248,8 @@ pub fn run(socket: &Path, title: &str, scene: Scene, fps: f32, seconds: Option<f
         }
         pump(&mut queue, &mut app, Duration::from_millis(100))?;
     }
-    let (w, h) = if app.size.0 > 0 { app.size } else { (640, 480) };
-    let frame_len = w as usize * h as usize * 4;
-    let mut memory = Mapping::new(2 * frame_len)?;
-    let pool = shm.create_pool(memory.fd.as_fd(), (2 * frame_len) as i32, &qh, ());
-    let buffers: Vec<_> = (0..2)
-        .map(|i| pool.create_buffer((i * frame_len) as i32, w, h, w * 4, wl_shm::Format::Xrgb8888, &qh, i))
-        .collect();
-    let content = SyntheticScene::new(w as usize, h as usize, scene);
+    let mut drawn = None;
+    let mut frame = None;
     let period = Duration::from_secs_f32(1.0 / fps.clamp(0.5, 240.0));
     let started = Instant::now();
     let mut next = started;
@@ -232,17 +257,31 @@ pub fn run(socket: &Path, title: &str, scene: Scene, fps: f32, seconds: Option<f
         if app.closed || seconds.is_some_and(|s| started.elapsed().as_secs_f64() >= s) {
             break;
         }
-        if index == 0 || content.changed(index) {
+        // (Re)allocate when the compositor gives the window a new size.
+        let size = if app.size.0 > 0 { app.size } else { (640, 480) };
+        if frame.as_ref().is_none_or(|f: &Frame| f.size != size) {
+            if let Some(old) = frame.take() {
+                old.destroy();
+            }
+            frame = Some(Frame::new(&shm, &qh, size, scene)?);
+            app.free = [true; 2];
+            drawn = None;
+        }
+        let f = frame.as_mut().expect("allocated above");
+        if drawn.is_none() || f.content.changed(index) {
             // A free buffer (the compositor releases each after use).
-            while !app.free.iter().any(|f| *f) {
+            while !app.free.iter().any(|b| *b) {
                 pump(&mut queue, &mut app, Duration::from_millis(50))?;
             }
-            let i = app.free.iter().position(|f| *f).expect("a free buffer");
+            let i = app.free.iter().position(|b| *b).expect("a free buffer");
             app.free[i] = false;
-            content.render(index, memory.slice(i * frame_len, frame_len), w as usize * 4, FrameMark::now(index as u32));
-            surface.attach(Some(&buffers[i]), 0, 0);
+            let (w, h) = f.size;
+            let len = f.frame_len;
+            f.content.render(index, f.memory.slice(i * len, len), w as usize * 4, FrameMark::now(index as u32));
+            surface.attach(Some(&f.buffers[i]), 0, 0);
             surface.damage_buffer(0, 0, w, h);
             surface.commit();
+            drawn = Some(index);
         }
         next += period;
         let now = Instant::now();
@@ -258,10 +297,9 @@ pub fn run(socket: &Path, title: &str, scene: Scene, fps: f32, seconds: Option<f
             pump(&mut queue, &mut app, Duration::ZERO)?;
         }
     }
-    for b in buffers {
-        b.destroy();
+    if let Some(f) = frame {
+        f.destroy();
     }
-    pool.destroy();
     toplevel.destroy();
     xdg.destroy();
     surface.destroy();
