@@ -10,6 +10,7 @@ use peep_capture::platform::PlatformSession;
 use peep_encode::{Codec, OpenH264Config, OpenH264Encoder};
 
 use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::sources::{Backend, OpenRequest};
 
 #[derive(Debug, Parser)]
 #[command(name = "peep", version, about = "Share your screen to a browser link")]
@@ -25,6 +26,10 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Capture backend: x11, or portal (Wayland). Default: portal on a
+        /// Wayland session, else x11.
+        #[arg(long, value_enum)]
+        backend: Option<Backend>,
     },
     /// Capture and encode to an H.264 (Annex-B) file or stdout.
     Record(RecordArgs),
@@ -55,9 +60,14 @@ enum Command {
 #[derive(Debug, clap::Parser)]
 struct ShareArgs {
     /// Source id from `peep list` (`screen`, `monitor:NAME`, `window:0xID`,
-    /// `synthetic[:SCENE]`). Defaults to the primary display.
+    /// `portal`, `synthetic[:SCENE]`). Defaults to the primary display; on
+    /// Wayland to `portal` (the desktop's dialog chooses).
     #[arg(long)]
     source: Option<String>,
+    /// Capture backend: x11, or portal (Wayland's ScreenCast portal).
+    /// Default: portal on a Wayland session, else x11.
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
     /// Frames per second.
     #[arg(long, default_value_t = 30.0)]
     fps: f32,
@@ -118,9 +128,14 @@ struct CodecList(Vec<peep_transport::VideoCodec>);
 #[derive(Debug, clap::Args)]
 struct RecordArgs {
     /// Source id from `peep list` (`screen`, `monitor:NAME`, `window:0xID`,
-    /// `synthetic[:SCENE]`). Defaults to the primary display.
+    /// `portal`, `synthetic[:SCENE]`). Defaults to the primary display; on
+    /// Wayland to `portal` (the desktop's dialog chooses).
     #[arg(long)]
     source: Option<String>,
+    /// Capture backend: x11, or portal (Wayland's ScreenCast portal).
+    /// Default: portal on a Wayland session, else x11.
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
     /// Seconds to record.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
@@ -177,7 +192,7 @@ pub fn parse_size(text: &str) -> Result<(u32, u32), String> {
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::List { json }) => list(json),
+        Some(Command::List { json, backend }) => list(json, backend.unwrap_or_else(Backend::detect)),
         Some(Command::Record(args)) => record(args),
         Some(Command::Share(args)) => share(args),
         #[cfg(target_os = "linux")]
@@ -197,10 +212,19 @@ pub fn run() -> Result<()> {
     }
 }
 
-fn list(json: bool) -> Result<()> {
-    let session = PlatformSession::connect()?;
-    let sources = session.list_sources()?;
+fn list(json: bool, backend: Backend) -> Result<()> {
+    let sources = match backend {
+        Backend::X11 => PlatformSession::connect()?.list_sources()?,
+        Backend::Portal => vec![portal_source()],
+    };
     let mut out = std::io::stdout().lock();
+    if backend == Backend::Portal && !json {
+        writeln!(
+            out,
+            "On Wayland the desktop's own dialog chooses the screen or window to share (Peep cannot list them): \
+             share `portal`. `--backend x11` lists what XWayland sees."
+        )?;
+    }
     if json {
         serde_json::to_writer_pretty(&mut out, &sources)?;
         writeln!(out)?;
@@ -211,7 +235,7 @@ fn list(json: bool) -> Result<()> {
         let kind = format!("{:?}", s.kind).to_lowercase();
         let name = match &s.app {
             Some(app) => format!("{} ({app})", s.name),
-            None if s.primary => format!("{} (primary)", s.name),
+            None if s.primary && s.id != "portal" => format!("{} (primary)", s.name),
             None => s.name.clone(),
         };
         writeln!(
@@ -219,8 +243,8 @@ fn list(json: bool) -> Result<()> {
             "{:<22} {:<8} {:>11} {:>11}  {name}",
             s.id,
             kind,
-            format!("{}x{}", s.width, s.height),
-            format!("{},{}", s.x, s.y)
+            if s.width == 0 { "-".into() } else { format!("{}x{}", s.width, s.height) },
+            if s.width == 0 { "-".into() } else { format!("{},{}", s.x, s.y) }
         )?;
     }
     writeln!(
@@ -231,6 +255,21 @@ fn list(json: bool) -> Result<()> {
     Ok(())
 }
 
+/// The one source a Wayland session offers: whatever the portal's dialog picks.
+fn portal_source() -> peep_capture::SourceInfo {
+    peep_capture::SourceInfo {
+        id: peep_capture::SourceId::Portal.to_string(),
+        kind: peep_capture::SourceKind::Display,
+        name: "Chosen in the desktop's dialog".into(),
+        app: None,
+        x: 0,
+        y: 0,
+        width: 0,
+        height: 0,
+        primary: true,
+    }
+}
+
 fn record(args: RecordArgs) -> Result<()> {
     if !(args.seconds > 0.0 && args.seconds.is_finite()) {
         bail!("--seconds must be positive");
@@ -238,7 +277,12 @@ fn record(args: RecordArgs) -> Result<()> {
     if !(args.fps > 0.0 && args.fps <= 240.0) {
         bail!("--fps must be between 0 and 240");
     }
-    let backend = crate::sources::open_source(args.source.as_deref(), args.size, !args.no_cursor)?;
+    let backend = crate::sources::open_source(OpenRequest {
+        source: args.source.as_deref(),
+        backend: args.backend,
+        synthetic_size: args.size,
+        cursor: !args.no_cursor,
+    })?;
     let description = backend.describe();
     let to_stdout = args.out.as_os_str() == "-";
     let mut sink: Box<dyn Write> = if to_stdout {
@@ -303,7 +347,12 @@ fn share(args: ShareArgs) -> Result<()> {
     if !(args.fps > 0.0 && args.fps <= 240.0) {
         bail!("--fps must be between 0 and 240");
     }
-    let backend = crate::sources::open_source(args.source.as_deref(), args.size, !args.no_cursor)?;
+    let backend = crate::sources::open_source(OpenRequest {
+        source: args.source.as_deref(),
+        backend: args.backend,
+        synthetic_size: args.size,
+        cursor: !args.no_cursor,
+    })?;
     let description = backend.describe();
     let encoder = crate::session::live_encoder(range.clamp(peep_transport::rate::START_BPS), args.fps)?;
     let config = ShareConfig {
@@ -596,6 +645,20 @@ fn demo_window(scene: &str, fps: f32, seconds: f64, then: Option<(&str, f64)>) -
     let scene = parse(scene)?;
     let mut then =
         then.map(|(name, after)| parse(name).map(|s| (s, Duration::from_secs_f64(after.max(0.0))))).transpose()?;
+    if Backend::detect() == Backend::Portal {
+        // A Wayland window with the same content.
+        let display = std::env::var_os("WAYLAND_DISPLAY").context("WAYLAND_DISPLAY is not set")?;
+        let socket = std::path::PathBuf::from(&display);
+        let socket = if socket.is_absolute() {
+            socket
+        } else {
+            std::path::PathBuf::from(std::env::var_os("XDG_RUNTIME_DIR").context("XDG_RUNTIME_DIR is not set")?)
+                .join(socket)
+        };
+        let seconds = (seconds > 0.0).then_some(seconds);
+        return peep_capture::testing::wayland_demo::run(&socket, "Peep demo", scene, fps, seconds)
+            .map_err(anyhow::Error::msg);
+    }
     let session = X11Session::connect()?;
     let (w, h) = {
         let screen = session.list_displays()?;

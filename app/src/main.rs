@@ -6,12 +6,19 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PEEP_LOG").unwrap_or_else(|_| {
             // The WebRTC stack logs every unreachable ICE candidate and
             // similar internals; Peep reports what matters in its own words.
-            "warn,webrtc=off,rtc=off,rtc_ice=off,rtc_interceptor=off,rtc_dtls=off,rtc_srtp=off,rtc_sctp=off".into()
+            // zbus warns about every portal request object it cannot cache.
+            "warn,webrtc=off,rtc=off,rtc_ice=off,rtc_interceptor=off,rtc_dtls=off,rtc_srtp=off,rtc_sctp=off,zbus=error"
+                .into()
         }))
         .with_writer(std::io::stderr)
         .init();
     match peep::cli::run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.chain().any(|c| matches!(c.downcast_ref(), Some(peep_capture::CaptureError::Cancelled))) => {
+            // Not a failure to explain: the user said no.
+            eprintln!("peep: you cancelled the selection; nothing was shared");
+            std::process::ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("peep: error: {e:#}");
             std::process::ExitCode::FAILURE

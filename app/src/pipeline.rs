@@ -327,6 +327,20 @@ struct Chain {
     last_pts: Option<Duration>,
     /// A keyframe is due: never decimate or drop a frame until it is out.
     keyframe_due: bool,
+    /// The newest frame was decimated: encode it when this chain's interval
+    /// has passed unless a newer frame comes first (the last picture of a
+    /// burst of changes is never lost).
+    pending: Option<FrameAt>,
+}
+
+/// Where a converted frame sits in time, for an encode chain.
+#[derive(Debug, Clone, Copy)]
+struct FrameAt {
+    pts: Duration,
+    captured_at: Instant,
+    seq: u64,
+    /// When the pipeline took it (the dropper's clock).
+    started: Instant,
 }
 
 impl Chain {
@@ -344,13 +358,17 @@ impl Chain {
             fps,
             last_pts: None,
             keyframe_due: true,
+            pending: None,
         }
     }
 
-    /// Whether this chain skips the frame at `pts` to hold its lower rate.
-    fn decimates(&self, pts: Duration) -> bool {
+    /// Whether this chain skips the frame at `pts` to hold its rate, lower
+    /// than the capture's `capture_fps` (a chain at the capture's rate never
+    /// skips: the capture already holds that rate, and the times of frames a
+    /// compositor delivers in bursts can lie closer together).
+    fn decimates(&self, pts: Duration, capture_fps: f32) -> bool {
         match self.last_pts {
-            Some(last) if !self.keyframe_due => {
+            Some(last) if !self.keyframe_due && self.fps < capture_fps * 0.99 => {
                 // A quarter of an interval of slack for capture jitter.
                 pts.saturating_sub(last).as_secs_f32() < 0.75 / self.fps
             }
@@ -465,11 +483,15 @@ impl EncodeLoop {
             if std::mem::take(&mut idle) && !self.idle_step()? {
                 break;
             }
-            // Wake in time for a due refinement frame.
+            // Wake in time for a due refinement frame or decimated frame.
             let now = Instant::now();
-            let wait = self.adapt.paint.deadline().map_or(Duration::from_millis(100), |d| {
-                d.saturating_duration_since(now).min(Duration::from_millis(100))
-            });
+            let wait = self
+                .chains
+                .iter()
+                .filter_map(|c| self.pending_due(c))
+                .chain(self.adapt.paint.deadline())
+                .map(|d| d.saturating_duration_since(now))
+                .fold(Duration::from_millis(100), Duration::min);
             let frame = match self.ring.take_timeout(wait) {
                 Take::Frame(f) => f,
                 Take::Timeout => {
@@ -510,107 +532,144 @@ impl EncodeLoop {
                     }
                 }
             }
-            let source: &I420Frame = if halvings == 0 { &self.yuv } else { &self.scaled[(halvings - 1) % 2] };
             self.adapt.last = Some((halvings, meta.seq));
+            let at = FrameAt { pts, captured_at: meta.captured_at, seq: meta.seq, started };
             for index in 0..self.chains.len() {
-                let chain = &mut self.chains[index];
-                if !chain.active || chain.encoder.is_none() {
-                    continue;
-                }
-                let codec_stats = self.stats.codec(chain.codec);
-                if chain.decimates(pts) {
-                    codec_stats.frames_decimated.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                if let Some(dropper) = &mut chain.dropper {
-                    let backlog = chain.send_backlog.as_ref().map_or(Duration::ZERO, SendBacklog::get);
-                    if let Some(skip) = dropper.decide(started, backlog, chain.keyframe_due) {
-                        // Whole frames, before the encoder sees them: the
-                        // stream has no hole and the references stay intact.
-                        let counter = match skip {
-                            Skip::Budget => &self.stats.frames_skipped_budget,
-                            Skip::Backlog => &self.stats.frames_skipped_backlog,
-                        };
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        if let Some(fps) = chain.governor.as_mut().and_then(|g| g.on_skipped(started)) {
-                            chain.fps = fps;
-                            if let Some(encoder) = &mut chain.encoder {
-                                encoder.set_fps(fps)?;
-                            }
-                            self.fps.set(capture_fps(&self.chains, self.max_fps));
-                            publish_fps(&self.chains, self.max_fps, &self.stats);
-                        }
-                        continue;
-                    }
-                }
-                let encoder = chain.encoder.as_mut().expect("checked above");
-                let encode_started = Instant::now();
-                let outcome = match encoder.encode(source, pts, &mut chain.out) {
-                    Ok(outcome) => outcome,
-                    Err(e) if !chain.resident => {
-                        // A second codec failing must not end the share for
-                        // everyone: stop that chain and say why.
-                        tracing::warn!("the {} encoder failed and stops: {e}", chain.codec);
-                        stop_chain(chain, &self.stats);
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                let done = Instant::now();
-                codec_stats.encode_time.record(done - encode_started);
-                if outcome == EncodeOutcome::Skipped {
-                    self.stats.frames_skipped_by_encoder.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                chain.last_pts = Some(pts);
-                let len = chain.out.data.len();
-                let keyframe = chain.out.keyframe;
-                if let Some(dropper) = &mut chain.dropper {
-                    dropper.on_encoded(done, len);
-                }
-                if let Some(fps) = chain.governor.as_mut().and_then(|g| g.on_encoded(len, keyframe, done)) {
-                    chain.fps = fps;
-                    encoder.set_fps(fps)?;
-                    self.fps.set(capture_fps(&self.chains, self.max_fps));
-                    publish_fps(&self.chains, self.max_fps, &self.stats);
-                }
-                let chain = &mut self.chains[index];
-                self.stats.capture_to_encoded.record(done.saturating_duration_since(meta.captured_at));
-                let (all, this) = (&*self.stats, self.stats.codec(chain.codec));
-                all.frames_encoded.fetch_add(1, Ordering::Relaxed);
-                all.bytes.fetch_add(len as u64, Ordering::Relaxed);
-                all.keyframes.fetch_add(u64::from(chain.out.keyframe), Ordering::Relaxed);
-                this.frames_encoded.fetch_add(1, Ordering::Relaxed);
-                let gain = chain.encoder.as_ref().map_or(1.0, |e| e.rate_gain());
-                this.rate_gain_x100.store((gain * 100.0).round() as u64, Ordering::Relaxed);
-                this.bytes.fetch_add(len as u64, Ordering::Relaxed);
-                this.keyframes.fetch_add(u64::from(chain.out.keyframe), Ordering::Relaxed);
-                if chain.out.keyframe {
-                    chain.keyframe_due = false;
-                }
-                // Hand the bytes over without copying: swap the encoder's buffer
-                // with an empty pooled one.
-                let mut data = self.pool.get();
-                data.clear();
-                std::mem::swap(&mut *data, &mut chain.out.data);
-                let packet = EncodedPacket {
-                    codec: chain.codec,
-                    data,
-                    keyframe: chain.out.keyframe,
-                    pts,
-                    captured_at: meta.captured_at,
-                    seq: meta.seq,
-                    width: chain.out.width,
-                    height: chain.out.height,
-                    refinement: false,
-                };
-                if !self.send(packet) {
+                if !self.encode_chain(index, at)? {
                     return Ok(());
                 }
             }
             self.stats.encode_time.record(started.elapsed());
         }
         Ok(())
+    }
+
+    /// Encodes the converted frame `at` with chain `index` (or decimates or
+    /// drops it for that chain). Returns false when the consumer is gone.
+    fn encode_chain(&mut self, index: usize, at: FrameAt) -> Result<bool> {
+        let FrameAt { pts, captured_at, seq, started } = at;
+        let capture_rate = capture_fps(&self.chains, self.max_fps);
+        let (halvings, _) = self.adapt.last.unwrap_or((0, seq));
+        let source: &I420Frame = if halvings == 0 { &self.yuv } else { &self.scaled[(halvings - 1) % 2] };
+        let chain = &mut self.chains[index];
+        if !chain.active || chain.encoder.is_none() {
+            return Ok(true);
+        }
+        let codec_stats = self.stats.codec(chain.codec);
+        if chain.decimates(pts, capture_rate) {
+            codec_stats.frames_decimated.fetch_add(1, Ordering::Relaxed);
+            chain.pending = Some(at);
+            return Ok(true);
+        }
+        chain.pending = None;
+        if let Some(dropper) = &mut chain.dropper {
+            let backlog = chain.send_backlog.as_ref().map_or(Duration::ZERO, SendBacklog::get);
+            if let Some(skip) = dropper.decide(started, backlog, chain.keyframe_due) {
+                // Whole frames, before the encoder sees them: the
+                // stream has no hole and the references stay intact.
+                let counter = match skip {
+                    Skip::Budget => &self.stats.frames_skipped_budget,
+                    Skip::Backlog => &self.stats.frames_skipped_backlog,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                if let Some(fps) = chain.governor.as_mut().and_then(|g| g.on_skipped(started)) {
+                    chain.fps = fps;
+                    if let Some(encoder) = &mut chain.encoder {
+                        encoder.set_fps(fps)?;
+                    }
+                    self.fps.set(capture_fps(&self.chains, self.max_fps));
+                    publish_fps(&self.chains, self.max_fps, &self.stats);
+                }
+                return Ok(true);
+            }
+        }
+        let encoder = chain.encoder.as_mut().expect("checked above");
+        let encode_started = Instant::now();
+        let outcome = match encoder.encode(source, pts, &mut chain.out) {
+            Ok(outcome) => outcome,
+            Err(e) if !chain.resident => {
+                // A second codec failing must not end the share for
+                // everyone: stop that chain and say why.
+                tracing::warn!("the {} encoder failed and stops: {e}", chain.codec);
+                stop_chain(chain, &self.stats);
+                return Ok(true);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let done = Instant::now();
+        codec_stats.encode_time.record(done - encode_started);
+        if outcome == EncodeOutcome::Skipped {
+            self.stats.frames_skipped_by_encoder.fetch_add(1, Ordering::Relaxed);
+            return Ok(true);
+        }
+        chain.last_pts = Some(pts);
+        let len = chain.out.data.len();
+        let keyframe = chain.out.keyframe;
+        if let Some(dropper) = &mut chain.dropper {
+            dropper.on_encoded(done, len);
+        }
+        if let Some(fps) = chain.governor.as_mut().and_then(|g| g.on_encoded(len, keyframe, done)) {
+            chain.fps = fps;
+            encoder.set_fps(fps)?;
+            self.fps.set(capture_fps(&self.chains, self.max_fps));
+            publish_fps(&self.chains, self.max_fps, &self.stats);
+        }
+        let chain = &mut self.chains[index];
+        self.stats.capture_to_encoded.record(done.saturating_duration_since(captured_at));
+        let (all, this) = (&*self.stats, self.stats.codec(chain.codec));
+        all.frames_encoded.fetch_add(1, Ordering::Relaxed);
+        all.bytes.fetch_add(len as u64, Ordering::Relaxed);
+        all.keyframes.fetch_add(u64::from(chain.out.keyframe), Ordering::Relaxed);
+        this.frames_encoded.fetch_add(1, Ordering::Relaxed);
+        let gain = chain.encoder.as_ref().map_or(1.0, |e| e.rate_gain());
+        this.rate_gain_x100.store((gain * 100.0).round() as u64, Ordering::Relaxed);
+        this.bytes.fetch_add(len as u64, Ordering::Relaxed);
+        this.keyframes.fetch_add(u64::from(chain.out.keyframe), Ordering::Relaxed);
+        if chain.out.keyframe {
+            chain.keyframe_due = false;
+        }
+        // Hand the bytes over without copying: swap the encoder's buffer
+        // with an empty pooled one.
+        let mut data = self.pool.get();
+        data.clear();
+        std::mem::swap(&mut *data, &mut chain.out.data);
+        let packet = EncodedPacket {
+            codec: chain.codec,
+            data,
+            keyframe: chain.out.keyframe,
+            pts,
+            captured_at,
+            seq,
+            width: chain.out.width,
+            height: chain.out.height,
+            refinement: false,
+        };
+        Ok(self.send(packet))
+    }
+
+    /// Encodes, in the chains that decimated it, the newest frame once
+    /// their interval has passed (no newer frame came). Returns false when
+    /// the consumer is gone.
+    fn encode_pending(&mut self, now: Instant) -> Result<bool> {
+        for index in 0..self.chains.len() {
+            let chain = &self.chains[index];
+            let Some(at) = chain.pending.filter(|_| chain.active) else { continue };
+            if self.pending_due(chain).is_some_and(|due| now >= due) {
+                let pts = self.start.map_or(at.pts, |start| now.saturating_duration_since(start).max(at.pts));
+                if !self.encode_chain(index, FrameAt { pts, started: now, ..at })? {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// When a chain's decimated frame is due (its interval after its last
+    /// encoded frame).
+    fn pending_due(&self, chain: &Chain) -> Option<Instant> {
+        let (start, last) = (self.start?, chain.last_pts?);
+        chain.pending?;
+        Some(start + last + Duration::from_secs_f32(0.75 / chain.fps.max(0.1)))
     }
 
     /// Feeds a frame to the content classifier and paint-over, and tells
@@ -645,6 +704,9 @@ impl EncodeLoop {
         let now = Instant::now();
         let class = self.adapt.classifier.tick(now);
         self.set_class(class)?;
+        if !self.paused.load(Ordering::Acquire) && !self.encode_pending(now)? {
+            return Ok(false);
+        }
         if self.paused.load(Ordering::Acquire) || !self.adapt.paint.due(now) {
             return Ok(true);
         }
@@ -821,4 +883,32 @@ fn publish_fps(chains: &[Chain], max_fps: f32, stats: &PipelineStats) {
 /// The capture rate: the fastest active chain's (the configured rate when none runs).
 fn capture_fps(chains: &[Chain], max_fps: f32) -> f32 {
     chains.iter().filter(|c| c.active).map(|c| c.fps).reduce(f32::max).unwrap_or(max_fps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_chain_at_the_capture_rate_never_decimates() {
+        let mut chain = Chain::new(Codec::H264, 30.0);
+        chain.keyframe_due = false;
+        chain.last_pts = Some(ms(1000));
+        // A compositor delivered two buffers 3 ms apart: both are encoded.
+        assert!(!chain.decimates(ms(1003), 30.0));
+    }
+
+    #[test]
+    fn a_slower_chain_decimates_frames_closer_than_its_interval() {
+        let mut chain = Chain::new(Codec::Vp9, 15.0);
+        chain.last_pts = Some(ms(1000));
+        assert!(!chain.decimates(ms(1010), 30.0), "never before its keyframe is out");
+        chain.keyframe_due = false;
+        assert!(chain.decimates(ms(1033), 30.0));
+        assert!(!chain.decimates(ms(1050), 30.0), "0.75 of its 67 ms interval has passed");
+    }
 }

@@ -214,3 +214,46 @@ fn publish_to_a_server_with_url_and_token_then_its_state_bitrate_and_rtt_show() 
     assert_eq!(h.state().1.last(), Some(&Command::Publish(None)));
     assert_eq!(h.state().0.phase, Phase::Sharing);
 }
+
+fn wayland_harness() -> Harness<'static, State> {
+    let model = peep::gui::model::Model::with_portal(Settings::default(), "s3cret".into());
+    Harness::builder().with_size([1000.0, 700.0]).build_ui_state(
+        |ui, state: &mut State| {
+            let commands = draw(ui, &mut state.0, &Thumbnails::new());
+            state.1.extend(commands);
+        },
+        (model, Vec::new()),
+    )
+}
+
+#[test]
+fn on_wayland_the_desktop_dialog_chooses_and_can_be_changed() {
+    use peep::gui::model::PortalChoice;
+    let mut h = wayland_harness();
+    h.run();
+    assert!(h.query_by_label("Refresh").is_none(), "nothing to list on Wayland");
+    h.get_by_label("Choose what to share…").click();
+    h.run();
+    assert_eq!(h.state().1.last(), Some(&Command::ChooseSource { restore: true }));
+    h.get_by_label("Waiting for your choice in the desktop's dialog…");
+    // The user cancels the dialog: said in words, and the button comes back.
+    h.state_mut().0.apply(Event::Cancelled);
+    h.run();
+    h.get_by_label("You cancelled the selection; nothing is shared.");
+    h.get_by_label("Choose what to share…").click();
+    h.run();
+    h.state_mut().0.apply(Event::PortalChosen { description: "screen 1920x1080".into(), thumbnail: None });
+    h.run();
+    h.get_by_label("screen 1920x1080");
+    h.get_by_label("(waiting for a picture)");
+    // "Change…" always shows the dialog (no restore token).
+    h.get_by_label("Change…").click();
+    h.run();
+    assert_eq!(h.state().1.last(), Some(&Command::ChooseSource { restore: false }));
+    h.state_mut().0.apply(Event::PortalChosen { description: "window 800x600".into(), thumbnail: None });
+    h.run();
+    assert_eq!(h.state().0.portal, Some(PortalChoice::Chosen { description: "window 800x600".into() }));
+    h.get_by_label("Start sharing").click();
+    h.run();
+    assert!(matches!(h.state().1.last(), Some(Command::Start { source, .. }) if source == "portal"));
+}

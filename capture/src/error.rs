@@ -48,6 +48,23 @@ pub enum CaptureError {
     /// A ScreenCaptureKit call failed (macOS).
     #[error("ScreenCaptureKit: {0}")]
     ScreenCaptureKit(String),
+    /// The user closed the desktop's screen-sharing dialog without choosing.
+    #[error("you cancelled the selection")]
+    Cancelled,
+    /// No screen-cast portal answers on the session bus (Wayland).
+    #[error(
+        "the desktop's screen-cast portal is not available ({0}): install `xdg-desktop-portal` and the portal \
+         backend of your desktop (`xdg-desktop-portal-gnome`, `xdg-desktop-portal-kde` or \
+         `xdg-desktop-portal-wlr`), and run Peep inside your desktop session (it needs the D-Bus session bus); \
+         on X11, `--backend x11` captures without the portal"
+    )]
+    PortalUnavailable(String),
+    /// A screen-cast portal request failed.
+    #[error("screen-cast portal: {0}")]
+    Portal(String),
+    /// PipeWire (the stream carrying a portal's frames) failed.
+    #[error("PipeWire: {0}")]
+    PipeWire(String),
 }
 
 fn detail_suffix(detail: &Option<String>) -> String {

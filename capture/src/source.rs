@@ -4,8 +4,8 @@ use crate::error::{CaptureError, Result};
 use crate::synthetic::Scene;
 
 /// Which source to capture. The textual form (`peep list`, `--source`) is
-/// `screen`, `monitor:NAME`, `window:0xID` (or decimal), `synthetic` or
-/// `synthetic:SCENE`.
+/// `screen`, `monitor:NAME`, `window:0xID` (or decimal), `portal`,
+/// `synthetic` or `synthetic:SCENE`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SourceId {
     /// The whole X screen (every monitor).
@@ -14,6 +14,9 @@ pub enum SourceId {
     Monitor(String),
     /// One top-level window.
     Window(u32),
+    /// Whatever the user picks in the desktop's screen-cast dialog (the
+    /// ScreenCast portal on Wayland).
+    Portal,
     /// The synthetic test source.
     Synthetic(Scene),
 }
@@ -25,6 +28,9 @@ impl SourceId {
         let text = text.trim();
         if text == "screen" {
             return Ok(Self::Screen);
+        }
+        if text == "portal" {
+            return Ok(Self::Portal);
         }
         if text == "synthetic" {
             return Ok(Self::Synthetic(Scene::Moving));
@@ -52,6 +58,7 @@ impl std::fmt::Display for SourceId {
             SourceId::Screen => f.write_str("screen"),
             SourceId::Monitor(name) => write!(f, "monitor:{name}"),
             SourceId::Window(id) => write!(f, "window:{id:#x}"),
+            SourceId::Portal => f.write_str("portal"),
             SourceId::Synthetic(scene) => write!(f, "synthetic:{}", scene.name()),
         }
     }
@@ -147,7 +154,7 @@ mod tests {
 
     #[test]
     fn ids_round_trip() {
-        for text in ["screen", "monitor:DP-1", "window:0x3a00007", "synthetic:typing"] {
+        for text in ["screen", "monitor:DP-1", "window:0x3a00007", "portal", "synthetic:typing"] {
             assert_eq!(SourceId::parse(text).expect(text).to_string(), text);
         }
         assert_eq!(SourceId::parse("window:42").expect("decimal"), SourceId::Window(42));

@@ -1,5 +1,6 @@
 //! Test and benchmark helpers: a private Xvfb server and a window that shows
-//! synthetic content. Used by Peep's own tests, benches and `peep demo-window`.
+//! synthetic content, and a private Wayland desktop ([`wayland`]). Used by
+//! Peep's own tests, benches and `peep demo-window`.
 
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -14,6 +15,9 @@ use x11rb::wrapper::ConnectionExt as _;
 
 use crate::error::Result;
 use crate::ring::SlotMemory;
+
+pub mod wayland;
+pub mod wayland_demo;
 
 /// A private Xvfb server, killed on drop.
 #[derive(Debug)]
@@ -79,6 +83,11 @@ impl Xvfb {
     /// The display name, e.g. `":5"`.
     pub fn display(&self) -> &str {
         &self.display
+    }
+
+    /// The server's process id (for benchmarks that count its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 

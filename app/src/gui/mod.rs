@@ -77,9 +77,16 @@ impl PeepApp {
             let ctx = ctx.clone();
             Worker::spawn(preview_tx, move || ctx.request_repaint())?
         };
-        let _ = worker.commands.try_send(Command::RefreshSources);
+        // On Wayland the desktop's dialog chooses; nothing to list.
+        let wayland = crate::sources::Backend::detect() == crate::sources::Backend::Portal;
+        let model = if wayland {
+            Model::with_portal(settings, password())
+        } else {
+            let _ = worker.commands.try_send(Command::RefreshSources);
+            Model::new(settings, password())
+        };
         Ok(Self {
-            model: Model::new(settings, password()),
+            model,
             worker,
             settings_path,
             thumbnails: Thumbnails::new(),
@@ -101,15 +108,22 @@ impl PeepApp {
 
     fn drain_events(&mut self, ctx: &egui::Context) {
         while let Ok(event) = self.worker.events.try_recv() {
-            if let Event::Sources(_, thumbs) = &event {
-                for (id, t) in thumbs {
-                    let rgba: Vec<u8> = t.bgra.chunks_exact(4).flat_map(|p| [p[2], p[1], p[0], 255]).collect();
-                    let image = egui::ColorImage::from_rgba_unmultiplied([t.width as usize, t.height as usize], &rgba);
-                    self.thumbnails.insert(
-                        id.clone(),
-                        ctx.load_texture(format!("thumb-{id}"), image, egui::TextureOptions::LINEAR),
-                    );
+            match &event {
+                Event::Sources(_, thumbs) => {
+                    for (id, t) in thumbs {
+                        self.thumbnails.insert(id.clone(), view::texture(ctx, id, t));
+                    }
                 }
+                Event::PortalChosen { thumbnail, .. } => {
+                    self.thumbnails.remove(model::PORTAL_ID);
+                    if let Some(t) = thumbnail {
+                        self.thumbnails.insert(model::PORTAL_ID.into(), view::texture(ctx, model::PORTAL_ID, t));
+                    }
+                }
+                Event::PortalThumbnail(t) => {
+                    self.thumbnails.insert(model::PORTAL_ID.into(), view::texture(ctx, model::PORTAL_ID, t));
+                }
+                _ => {}
             }
             self.model.apply(event);
         }
@@ -166,7 +180,10 @@ impl eframe::App for PeepApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         let ctx = ui.ctx().clone();
         self.drain_events(&ctx);
-        if self.model.phase == Phase::Idle && self.last_refresh.elapsed() >= SOURCE_REFRESH {
+        if self.model.phase == Phase::Idle
+            && self.model.portal.is_none()
+            && self.last_refresh.elapsed() >= SOURCE_REFRESH
+        {
             self.last_refresh = Instant::now();
             self.send(Command::RefreshSources);
         }
@@ -189,7 +206,11 @@ impl eframe::App for PeepApp {
         }
         // Repaint on events (the worker wakes us) and for the periodic refresh;
         // an idle window costs nothing in between.
-        let next = if self.model.phase == Phase::Idle { SOURCE_REFRESH } else { worker::STATUS_PERIOD };
+        let next = match (self.model.phase, &self.model.portal) {
+            (Phase::Idle, None) => SOURCE_REFRESH,
+            (Phase::Idle, Some(_)) => worker::PORTAL_THUMBNAIL_PERIOD,
+            _ => worker::STATUS_PERIOD,
+        };
         ctx.request_repaint_after(next);
     }
 

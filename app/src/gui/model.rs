@@ -10,6 +10,8 @@ use crate::settings::Settings;
 
 /// The id of the synthetic source in the picker.
 pub const SYNTHETIC_ID: &str = "synthetic:typing";
+/// The id of the portal's choice (Wayland).
+pub const PORTAL_ID: &str = "portal";
 /// Samples kept for the sparklines (one per status update, ≈ 4 per second).
 pub const HISTORY: usize = 120;
 
@@ -26,11 +28,33 @@ pub enum Phase {
     Stopping,
 }
 
+/// On Wayland the desktop's dialog chooses: where that choice stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortalChoice {
+    /// Nothing chosen yet (Start opens the dialog, or restores the last
+    /// choice without one).
+    NotChosen,
+    /// The desktop's dialog is open.
+    Choosing,
+    /// Chosen; the worker keeps the stream open for the live thumbnail.
+    Chosen {
+        /// What the portal says it is, e.g. `screen 1920x1080`.
+        description: String,
+    },
+}
+
 /// What the GUI asks of the worker.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// List sources (with thumbnails).
     RefreshSources,
+    /// Ask the desktop's portal what to share (Wayland). `restore`: let a
+    /// saved restore token bring back the last choice without a dialog;
+    /// `false` ("Change…") always shows the dialog.
+    ChooseSource {
+        /// Use the saved restore token.
+        restore: bool,
+    },
     /// Start sharing.
     Start {
         /// Source id.
@@ -105,6 +129,21 @@ pub enum Event {
     },
     /// Starting failed.
     StartFailed(String),
+    /// The portal's dialog returned a choice (with a first thumbnail when
+    /// the stream delivered a frame in time).
+    PortalChosen {
+        /// What the portal says was chosen.
+        description: String,
+        /// A picture from the stream.
+        thumbnail: Option<Thumbnail>,
+    },
+    /// A new live thumbnail of the portal's choice.
+    PortalThumbnail(Thumbnail),
+    /// The user closed the desktop's dialog without choosing.
+    Cancelled,
+    /// Asking the portal failed, or the chosen source went away before
+    /// sharing started.
+    PortalFailed(String),
     /// Live figures.
     Status(Status),
     /// The share ended; `Some` when it ended on an error.
@@ -183,6 +222,8 @@ pub struct Model {
     pub publish: PublishForm,
     /// Settings changed since the last save.
     pub settings_dirty: bool,
+    /// `Some` on Wayland, where the desktop's dialog replaces the list.
+    pub portal: Option<PortalChoice>,
 }
 
 impl Model {
@@ -202,12 +243,48 @@ impl Model {
             preview_open: false,
             publish: PublishForm::default(),
             settings_dirty: false,
+            portal: None,
         }
     }
 
-    /// Sources as the picker shows them (the synthetic source only in developer mode).
+    /// A model for a Wayland session: the desktop's dialog chooses.
+    pub fn with_portal(settings: Settings, password: Secret) -> Self {
+        let mut model = Self::new(settings, password);
+        model.portal = Some(PortalChoice::NotChosen);
+        model.selected = Some(PORTAL_ID.to_owned());
+        model
+    }
+
+    /// The user pressed "Choose what to share…" (`change: false`) or
+    /// "Change…" (`change: true`, always the dialog).
+    pub fn choose(&mut self, change: bool) -> Option<Command> {
+        if self.phase != Phase::Idle || matches!(self.portal, None | Some(PortalChoice::Choosing)) {
+            return None;
+        }
+        self.portal = Some(PortalChoice::Choosing);
+        self.selected = Some(PORTAL_ID.to_owned());
+        self.banner = None;
+        Some(Command::ChooseSource { restore: !change })
+    }
+
+    /// Sources as the picker shows them (the synthetic source only in
+    /// developer mode; on Wayland only the portal's choice and that).
     pub fn visible_sources(&self) -> Vec<SourceInfo> {
-        let mut list = self.sources.clone();
+        let mut list = if self.portal.is_some() {
+            vec![SourceInfo {
+                id: PORTAL_ID.to_owned(),
+                kind: SourceKind::Display,
+                name: "Chosen in the desktop's dialog".to_owned(),
+                app: None,
+                x: 0,
+                y: 0,
+                width: 0,
+                height: 0,
+                primary: true,
+            }]
+        } else {
+            self.sources.clone()
+        };
         if self.settings.developer {
             list.push(SourceInfo {
                 id: SYNTHETIC_ID.to_owned(),
@@ -227,9 +304,11 @@ impl Model {
     /// Selects a source.
     pub fn select(&mut self, id: &str) {
         if let Some(s) = self.visible_sources().into_iter().find(|s| s.id == id) {
+            if s.id != PORTAL_ID {
+                self.settings.last_source_name = Some(s.name);
+                self.settings_dirty = true;
+            }
             self.selected = Some(s.id);
-            self.settings.last_source_name = Some(s.name);
-            self.settings_dirty = true;
         }
     }
 
@@ -238,7 +317,7 @@ impl Model {
         self.settings.developer = on;
         self.settings_dirty = true;
         if !on && self.selected.as_deref() == Some(SYNTHETIC_ID) {
-            self.selected = None;
+            self.selected = self.portal.is_some().then(|| PORTAL_ID.to_owned());
         }
     }
 
@@ -385,7 +464,8 @@ impl Model {
         if let Some(b) = self.banner.take()
             && b.action == BannerAction::PickAnotherSource
         {
-            self.selected = None;
+            // On Wayland "another source" is a new choice in the dialog.
+            self.selected = self.portal.is_some().then(|| PORTAL_ID.to_owned());
         }
     }
 
@@ -429,6 +509,34 @@ impl Model {
                     });
                 }
             }
+            Event::PortalChosen { description, .. } => {
+                self.portal = Some(PortalChoice::Chosen { description });
+                self.selected = Some(PORTAL_ID.to_owned());
+            }
+            Event::PortalThumbnail(_) => {}
+            Event::Cancelled => {
+                if self.phase == Phase::Starting {
+                    self.phase = Phase::Idle;
+                }
+                if self.portal.is_some() {
+                    self.portal = Some(PortalChoice::NotChosen);
+                }
+                self.banner = Some(Banner {
+                    text: "You cancelled the selection; nothing is shared.".into(),
+                    action: BannerAction::Dismiss,
+                    error: false,
+                });
+            }
+            Event::PortalFailed(reason) => {
+                if self.portal.is_some() {
+                    self.portal = Some(PortalChoice::NotChosen);
+                }
+                self.banner = Some(Banner {
+                    text: format!("{reason}. Choose again."),
+                    action: BannerAction::Dismiss,
+                    error: true,
+                });
+            }
             Event::StartFailed(reason) => {
                 self.phase = Phase::Idle;
                 self.banner = Some(Banner {
@@ -466,12 +574,22 @@ impl Model {
             }
             Event::Stopped(error) => {
                 self.phase = Phase::Idle;
+                if self.portal.is_some() {
+                    // The stream went with the share; the next start restores it.
+                    self.portal = Some(PortalChoice::NotChosen);
+                }
                 self.link = None;
                 self.port_in_use = None;
                 self.status = Status::default();
                 self.preview_open = false;
                 self.banner = error.map(|e| {
-                    if e.contains("source gone") {
+                    if e.contains("source gone") && self.portal.is_some() {
+                        Banner {
+                            text: format!("Sharing stopped: {e}. Choose what to share again."),
+                            action: BannerAction::PickAnotherSource,
+                            error: true,
+                        }
+                    } else if e.contains("source gone") {
                         Banner {
                             text: format!("Sharing stopped: {e}. Pick another screen or window."),
                             action: BannerAction::PickAnotherSource,
@@ -678,6 +796,38 @@ mod tests {
         assert_eq!(m.history[0].back(), Some(&((HISTORY + 9) as f32)));
         assert_eq!(m.kick("a"), Command::Kick("a".into()));
         assert_eq!(m.status.viewers.len(), 1);
+    }
+
+    #[test]
+    fn wayland_choice_goes_through_the_portal() {
+        let mut m = Model::with_portal(Settings::default(), "pw".into());
+        assert_eq!(m.selected.as_deref(), Some(PORTAL_ID), "Start works before any choice (the dialog opens then)");
+        assert_eq!(m.choose(false), Some(Command::ChooseSource { restore: true }));
+        assert_eq!(m.portal, Some(PortalChoice::Choosing));
+        assert_eq!(m.choose(false), None, "one dialog at a time");
+        m.apply(Event::Cancelled);
+        assert_eq!(m.portal, Some(PortalChoice::NotChosen));
+        let b = m.banner.clone().expect("banner");
+        assert!(!b.error && b.text.contains("cancelled"), "{b:?}");
+        let _ = m.choose(false);
+        m.apply(Event::PortalChosen { description: "screen 640x480".into(), thumbnail: None });
+        assert_eq!(m.portal, Some(PortalChoice::Chosen { description: "screen 640x480".into() }));
+        assert_eq!(m.choose(true), Some(Command::ChooseSource { restore: false }), "Change… always asks");
+        m.apply(Event::PortalChosen { description: "window".into(), thumbnail: None });
+        let Some(Command::Start { source, .. }) = m.start() else { panic!("start") };
+        assert_eq!(source, PORTAL_ID);
+        assert_eq!(m.choose(true), None, "no new choice while starting");
+        m.apply(Event::Started { link: "l".into(), port: 8080 });
+        m.apply(Event::Stopped(Some("source gone: the screen cast ended".into())));
+        assert_eq!(m.portal, Some(PortalChoice::NotChosen));
+        let b = m.banner.clone().expect("banner");
+        assert!(b.text.contains("Choose what to share again"), "{b:?}");
+        m.banner_action();
+        assert_eq!(m.selected.as_deref(), Some(PORTAL_ID));
+        // A dialog cancelled at Start leaves the model idle.
+        let _ = m.start();
+        m.apply(Event::Cancelled);
+        assert_eq!(m.phase, Phase::Idle);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use eframe::egui::{self, Color32, RichText, Sense, Stroke, Vec2};
 
-use super::model::{Command, Model, Phase};
+use super::model::{Command, Model, Phase, PortalChoice};
 use crate::presets::QUALITIES;
 
 /// Frame-rate choices.
@@ -14,17 +14,63 @@ pub const FPS_CHOICES: [u32; 4] = [10, 15, 30, 60];
 /// Source thumbnails by source id.
 pub type Thumbnails = HashMap<String, egui::TextureHandle>;
 
+/// A texture from a BGRA thumbnail.
+pub fn texture(ctx: &egui::Context, id: &str, t: &peep_capture::Thumbnail) -> egui::TextureHandle {
+    let rgba: Vec<u8> = t.bgra.chunks_exact(4).flat_map(|p| [p[2], p[1], p[0], 255]).collect();
+    let image = egui::ColorImage::from_rgba_unmultiplied([t.width as usize, t.height as usize], &rgba);
+    ctx.load_texture(format!("thumb-{id}"), image, egui::TextureOptions::LINEAR)
+}
+
+/// On Wayland: the desktop's dialog chooses; show the choice and its live picture.
+fn portal_picker(ui: &mut egui::Ui, model: &mut Model, thumbnails: &Thumbnails, commands: &mut Vec<Command>) {
+    let idle = model.phase == Phase::Idle;
+    match model.portal.clone() {
+        None => {}
+        Some(PortalChoice::NotChosen) => {
+            ui.label("Your desktop asks what to share.");
+            if ui.add_enabled(idle, egui::Button::new("Choose what to share…")).on_hover_text("Ctrl+O").clicked() {
+                commands.extend(model.choose(false));
+            }
+        }
+        Some(PortalChoice::Choosing) => {
+            ui.label("Waiting for your choice in the desktop's dialog…");
+        }
+        Some(PortalChoice::Chosen { description }) => {
+            let selected = model.selected.as_deref() == Some(super::model::PORTAL_ID);
+            match thumbnails.get(super::model::PORTAL_ID) {
+                Some(t) => {
+                    ui.add(egui::Image::new(t).fit_to_exact_size(Vec2::new(192.0, 108.0)));
+                }
+                None => {
+                    ui.add_sized(Vec2::new(192.0, 108.0), egui::Label::new("(waiting for a picture)"));
+                }
+            }
+            if ui.selectable_label(selected, &description).clicked() {
+                model.select(super::model::PORTAL_ID);
+            }
+            if ui.add_enabled(idle, egui::Button::new("Change…")).on_hover_text("Ctrl+O").clicked() {
+                commands.extend(model.choose(true));
+            }
+        }
+    }
+}
+
 /// Draws the window; returns the commands to send.
 pub fn draw(ui: &mut egui::Ui, model: &mut Model, thumbnails: &Thumbnails) -> Vec<Command> {
     let mut commands = Vec::new();
     let ctx = ui.ctx().clone();
-    // Keyboard: Ctrl+Enter start/stop, Ctrl+P preview, Ctrl+Q quit.
+    // Keyboard: Ctrl+Enter start/stop, Ctrl+P preview, Ctrl+O choose (Wayland), Ctrl+Q quit.
     if ctx.input_mut(|i| i.consume_key(egui::Modifiers::CTRL, egui::Key::Enter)) {
         commands.extend(if model.phase == Phase::Idle { model.start() } else { model.stop() });
     }
     if model.phase == Phase::Sharing && ctx.input_mut(|i| i.consume_key(egui::Modifiers::CTRL, egui::Key::P)) {
         let open = !model.preview_open;
         commands.extend(model.set_preview(open));
+    }
+    // Ctrl+O: choose (or change) what to share in the desktop's dialog (Wayland).
+    if model.portal.is_some() && ctx.input_mut(|i| i.consume_key(egui::Modifiers::CTRL, egui::Key::O)) {
+        let change = matches!(model.portal, Some(PortalChoice::Chosen { .. }));
+        commands.extend(model.choose(change));
     }
     if ctx.input_mut(|i| i.consume_key(egui::Modifiers::CTRL, egui::Key::Q)) {
         ctx.send_viewport_cmd(egui::ViewportCommand::Close);
@@ -57,7 +103,7 @@ pub fn draw(ui: &mut egui::Ui, model: &mut Model, thumbnails: &Thumbnails) -> Ve
     egui::Panel::left("sources").resizable(true).default_size(260.0).show(ui, |ui| {
         ui.horizontal(|ui| {
             ui.strong("Share");
-            if ui.small_button("Refresh").on_hover_text("Refresh").clicked() {
+            if model.portal.is_none() && ui.small_button("Refresh").on_hover_text("Refresh").clicked() {
                 commands.push(Command::RefreshSources);
             }
         });
@@ -67,8 +113,10 @@ pub fn draw(ui: &mut egui::Ui, model: &mut Model, thumbnails: &Thumbnails) -> Ve
         }
         ui.separator();
         let enabled = model.phase == Phase::Idle;
+        portal_picker(ui, model, thumbnails, &mut commands);
         egui::ScrollArea::vertical().show(ui, |ui| {
-            for source in model.visible_sources() {
+            // On Wayland the portal entry is drawn above; only the test source is listed.
+            for source in model.visible_sources().into_iter().filter(|s| s.id != super::model::PORTAL_ID) {
                 let selected = model.selected.as_deref() == Some(source.id.as_str());
                 ui.add_enabled_ui(enabled, |ui| {
                     let response = ui

@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use peep_capture::backend::CaptureBackend;
 use peep_capture::platform::PlatformSession;
-use peep_capture::{SourceId, SourceKind};
+use peep_capture::{CaptureError, SourceId, SourceKind};
 use peep_transport::{Secret, ShareConfig, TransportError};
 
 use super::model::{Command, Event, Status};
@@ -27,6 +28,14 @@ pub const STATUS_PERIOD: Duration = Duration::from_millis(250);
 pub const THUMBNAIL: (u32, u32) = (192, 108);
 /// Other ports tried when the chosen one is taken.
 pub const PORT_ATTEMPTS: u16 = 10;
+/// How often the live thumbnail of the portal's choice is refreshed.
+pub const PORTAL_THUMBNAIL_PERIOD: Duration = Duration::from_secs(1);
+/// How long closing the window waits for the worker (stopping a share takes
+/// well under a second; a desktop dialog can stay open indefinitely).
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+/// How long a new portal choice may take to deliver its first picture
+/// before it is shown without one.
+pub const FIRST_PICTURE_WAIT: Duration = Duration::from_secs(2);
 
 /// Handles to a running worker.
 #[derive(Debug)]
@@ -59,7 +68,17 @@ impl Worker {
         let (done, _) = crossbeam_channel::bounded::<Command>(0);
         self.commands = done;
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            // A worker waiting on the desktop's screen-cast dialog cannot be
+            // interrupted: give it a moment, then leave it to the process exit.
+            let deadline = Instant::now() + SHUTDOWN_WAIT;
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                tracing::debug!("the worker is still busy (a desktop dialog is open); not waiting for it");
+            }
         }
     }
 }
@@ -81,16 +100,34 @@ fn run(commands: &Receiver<Command>, events: &Sender<Event>, preview: &Sender<Pr
         }
     };
     let mut session: Option<Session> = None;
+    // The portal's choice, kept open for its live thumbnail until sharing starts.
+    let mut chosen: Option<portal::Chosen> = None;
     let mut last_status = Instant::now();
     let mut last = (Instant::now(), 0u64, 0u64, 0u64);
     loop {
         match commands.recv_timeout(STATUS_PERIOD) {
             Ok(Command::RefreshSources) => emit(list_sources()),
+            Ok(Command::ChooseSource { restore }) => {
+                chosen = None;
+                match portal::choose(restore) {
+                    Ok((c, thumbnail)) => {
+                        emit(Event::PortalChosen { description: c.describe(), thumbnail });
+                        chosen = Some(c);
+                    }
+                    Err(CaptureError::Cancelled) => emit(Event::Cancelled),
+                    Err(e) => emit(Event::PortalFailed(e.to_string())),
+                }
+            }
             Ok(Command::Start { source, quality, fps, port, password, publish }) => {
                 if let Some(s) = session.take() {
                     let _ = s.stop();
                 }
-                match start(&source, &quality, fps, port, password) {
+                let held = if source == super::model::PORTAL_ID {
+                    chosen.take().map(portal::Chosen::into_backend)
+                } else {
+                    None
+                };
+                match start(&source, &quality, fps, port, password, held) {
                     Ok(s) => {
                         let link = Secret::new(s.share().link());
                         let port = s.share().local_addr().port();
@@ -104,6 +141,7 @@ fn run(commands: &Receiver<Command>, events: &Sender<Event>, preview: &Sender<Pr
                             emit(Event::PublishFailed(e.to_string()));
                         }
                     }
+                    Err(e) if is_cancel(&e) => emit(Event::Cancelled),
                     Err(e) => emit(Event::StartFailed(format!("{e:#}"))),
                 }
             }
@@ -153,6 +191,19 @@ fn run(commands: &Receiver<Command>, events: &Sender<Event>, preview: &Sender<Pr
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if session.is_none()
+            && let Some(c) = &mut chosen
+            && c.due()
+        {
+            match c.thumbnail() {
+                Ok(Some(t)) => emit(Event::PortalThumbnail(t)),
+                Ok(None) => {}
+                Err(e) => {
+                    chosen = None;
+                    emit(Event::PortalFailed(format!("The chosen screen or window went away ({e})")));
+                }
+            }
         }
         if let Some(s) = &session {
             if s.is_finished() {
@@ -214,14 +265,35 @@ fn list_sources() -> Event {
     Event::Sources(sources, thumbnails)
 }
 
-fn start(source: &str, quality: &str, fps: u32, port: u16, password: Option<Secret>) -> anyhow::Result<Session> {
+fn is_cancel(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| matches!(c.downcast_ref(), Some(CaptureError::Cancelled)))
+}
+
+/// Starts the share; `held` is an already open capture (the portal's
+/// choice) used for the first attempt.
+fn start(
+    source: &str,
+    quality: &str,
+    fps: u32,
+    port: u16,
+    password: Option<Secret>,
+    mut held: Option<Box<dyn CaptureBackend>>,
+) -> anyhow::Result<Session> {
     let preset = crate::presets::quality(quality)
         .or_else(|| crate::presets::quality(crate::presets::DEFAULT_QUALITY))
         .expect("the default preset exists");
     let range = preset.range();
     let mut last_error = None;
     for candidate in (0..PORT_ATTEMPTS).filter_map(|i| port.checked_add(i)) {
-        let backend = crate::sources::open_source(Some(source), (1920, 1080), true)?;
+        let backend = match held.take() {
+            Some(b) => b,
+            None => crate::sources::open_source(crate::sources::OpenRequest {
+                source: Some(source),
+                backend: None,
+                synthetic_size: (1920, 1080),
+                cursor: true,
+            })?,
+        };
         let encoder = crate::session::live_encoder(range.clamp(peep_transport::rate::START_BPS), fps as f32)?;
         let config =
             ShareConfig { port: candidate, password: password.clone(), bitrate: range, ..ShareConfig::default() };
@@ -235,4 +307,102 @@ fn start(source: &str, quality: &str, fps: u32, port: u16, password: Option<Secr
         }
     }
     Err(last_error.unwrap_or_else(|| anyhow::anyhow!("no free port from {port}")))
+}
+
+/// The portal's choice while not sharing: the open capture and a private
+/// ring for its thumbnails.
+#[cfg(target_os = "linux")]
+mod portal {
+    use std::time::Instant;
+
+    use peep_capture::backend::pipewire::PortalCapture;
+    use peep_capture::backend::{CaptureBackend, Tick};
+    use peep_capture::{CaptureError, RingConsumer, RingProducer, Thumbnail, frame_ring};
+
+    use super::{FIRST_PICTURE_WAIT, PORTAL_THUMBNAIL_PERIOD, THUMBNAIL};
+
+    pub struct Chosen {
+        capture: PortalCapture,
+        ring: RingProducer,
+        frames: RingConsumer,
+        seq: u64,
+        last: Instant,
+    }
+
+    /// Opens the desktop's dialog (or restores the last choice) and waits
+    /// briefly for a first picture.
+    pub fn choose(restore: bool) -> Result<(Chosen, Option<Thumbnail>), CaptureError> {
+        let capture = crate::sources::open_portal(restore, true)?;
+        let (ring, frames) = frame_ring();
+        let mut chosen = Chosen { capture, ring, frames, seq: 0, last: Instant::now() };
+        let deadline = Instant::now() + FIRST_PICTURE_WAIT;
+        let mut thumbnail = None;
+        while thumbnail.is_none() && Instant::now() < deadline {
+            chosen.capture.wait_for_change(deadline)?;
+            thumbnail = chosen.grab(true)?;
+        }
+        Ok((chosen, thumbnail))
+    }
+
+    impl Chosen {
+        pub fn describe(&self) -> String {
+            self.capture.chosen().describe()
+        }
+
+        pub fn due(&self) -> bool {
+            self.last.elapsed() >= PORTAL_THUMBNAIL_PERIOD
+        }
+
+        /// A new thumbnail if the picture changed since the last one.
+        pub fn thumbnail(&mut self) -> Result<Option<Thumbnail>, CaptureError> {
+            self.last = Instant::now();
+            self.grab(false)
+        }
+
+        fn grab(&mut self, force: bool) -> Result<Option<Thumbnail>, CaptureError> {
+            self.seq += 1;
+            if self.capture.capture(&mut self.ring, self.seq, force)? == Tick::Unchanged {
+                return Ok(None);
+            }
+            Ok(self.frames.try_take().map(|f| {
+                let m = f.meta();
+                Thumbnail::downscale(f.data(), m.width, m.height, m.stride_bytes, THUMBNAIL.0, THUMBNAIL.1)
+            }))
+        }
+
+        pub fn into_backend(self) -> Box<dyn CaptureBackend> {
+            Box::new(self.capture)
+        }
+    }
+}
+
+/// The portal exists only on Linux.
+#[cfg(not(target_os = "linux"))]
+mod portal {
+    use peep_capture::backend::CaptureBackend;
+    use peep_capture::{CaptureError, Thumbnail};
+
+    pub enum Chosen {}
+
+    pub fn choose(_restore: bool) -> Result<(Chosen, Option<Thumbnail>), CaptureError> {
+        Err(CaptureError::PortalUnavailable("the screen-cast portal exists only on Linux".into()))
+    }
+
+    impl Chosen {
+        pub fn describe(&self) -> String {
+            match *self {}
+        }
+
+        pub fn due(&self) -> bool {
+            match *self {}
+        }
+
+        pub fn thumbnail(&mut self) -> Result<Option<Thumbnail>, CaptureError> {
+            match *self {}
+        }
+
+        pub fn into_backend(self) -> Box<dyn CaptureBackend> {
+            match self {}
+        }
+    }
 }

@@ -41,9 +41,12 @@ fn describe(yuv: &impl YUVSource) -> Decoded {
     Decoded { width, height, mark: read_mark_luma(yuv.y(), width, height, y_stride) }
 }
 
-/// The `peep` binary built for this test run.
+/// The `peep` binary built for this test run, as on an X11 session (a
+/// developer's Wayland session would otherwise choose the portal).
 pub fn peep() -> std::process::Command {
-    std::process::Command::new(env!("CARGO_BIN_EXE_peep"))
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_peep"));
+    cmd.env_remove("WAYLAND_DISPLAY").env_remove("XDG_SESSION_TYPE");
+    cmd
 }
 
 /// Fails with an install hint when a tool the test needs is missing.

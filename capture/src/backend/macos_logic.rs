@@ -175,7 +175,7 @@ impl MacTarget {
             SourceId::Screen => Some(Self::MainDisplay),
             SourceId::Monitor(name) => name.parse().ok().map(Self::Display),
             SourceId::Window(w) => Some(Self::Window(*w)),
-            SourceId::Synthetic(_) => None,
+            SourceId::Synthetic(_) | SourceId::Portal => None,
         }
     }
 

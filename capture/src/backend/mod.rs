@@ -5,9 +5,14 @@ use std::time::Instant;
 use crate::error::Result;
 use crate::ring::RingProducer;
 
+pub mod cursor;
 #[cfg(target_os = "macos")]
 pub mod macos;
 pub mod macos_logic;
+#[cfg(target_os = "linux")]
+pub mod pipewire;
+#[cfg(target_os = "linux")]
+pub mod portal;
 pub mod synthetic;
 #[cfg(target_os = "linux")]
 pub mod x11;

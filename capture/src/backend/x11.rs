@@ -275,7 +275,7 @@ impl X11Session {
                 let pos = self.conn.translate_coordinates(*w, self.root(), 0, 0)?.reply().map_err(|_| unknown())?;
                 Rect { x: pos.dst_x.into(), y: pos.dst_y.into(), width: geom.width.into(), height: geom.height.into() }
             }
-            SourceId::Synthetic(_) => return Err(CaptureError::UnknownSource(id.to_string())),
+            SourceId::Synthetic(_) | SourceId::Portal => return Err(CaptureError::UnknownSource(id.to_string())),
         };
         rect.clip(sw, sh).ok_or_else(|| CaptureError::SourceGone(format!("{id} is entirely off-screen")))
     }
@@ -542,7 +542,7 @@ impl X11Capture {
                 };
                 (target, rect, *w, format_for_depth(geom.depth)?, format!("window {w:#x}"))
             }
-            SourceId::Synthetic(_) => return Err(CaptureError::UnknownSource(id.to_string())),
+            SourceId::Synthetic(_) | SourceId::Portal => return Err(CaptureError::UnknownSource(id.to_string())),
         };
         conn.flush()?;
         let damage = if has_damage {
@@ -780,29 +780,10 @@ fn format_for_depth(depth: u8) -> Result<PixelFormat> {
 /// Alpha-blends a premultiplied ARGB cursor into a BGRx frame.
 fn blend_cursor(frame: &mut [u8], width: u32, height: u32, stride_bytes: usize, cursor: &Cursor) {
     let r = cursor.rect(cursor.pos);
-    for cy in 0..i32::from(cursor.height) {
-        let y = r.y + cy;
-        if y < 0 || y >= height as i32 {
-            continue;
-        }
-        for cx in 0..i32::from(cursor.width) {
-            let x = r.x + cx;
-            if x < 0 || x >= width as i32 {
-                continue;
-            }
-            let Some(&argb) = cursor.image.get((cy * i32::from(cursor.width) + cx) as usize) else { return };
-            let a = argb >> 24;
-            if a == 0 {
-                continue;
-            }
-            let i = y as usize * stride_bytes + x as usize * 4;
-            let px = &mut frame[i..i + 3];
-            for (c, d) in px.iter_mut().enumerate() {
-                let s = (argb >> (8 * c)) & 0xff;
-                *d = (s + u32::from(*d) * (255 - a) / 255).min(255) as u8;
-            }
-        }
-    }
+    let len = usize::from(cursor.width) * usize::from(cursor.height);
+    let Some(image) = cursor.image.get(..len) else { return };
+    let overlay = super::cursor::Overlay { argb: image, width: cursor.width.into(), left: r.x, top: r.y };
+    super::cursor::blend_premultiplied_argb(frame, width, height, stride_bytes, overlay);
 }
 
 impl CaptureBackend for X11Capture {
