@@ -68,7 +68,10 @@ fn session(sfu: &Sfu) -> Session {
     let bind: IpAddr = sfu.host_ip().parse().expect("address");
     let config =
         ShareConfig { bind, port: 0, bitrate: BitrateRange::new(1_000_000, 3_000_000), ..ShareConfig::default() };
-    Session::start(Box::new(source), Box::new(encoder), PipelineConfig::default(), config).expect("session")
+    // In the sharer's host: its sockets live there.
+    sfu.host
+        .run_in(move || Session::start(Box::new(source), Box::new(encoder), PipelineConfig::default(), config))
+        .expect("session")
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -85,10 +88,14 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-fn tx_bytes(dev: &str) -> u64 {
-    std::fs::read_to_string(format!("/sys/class/net/{dev}/statistics/tx_bytes"))
+/// Bytes sent on `dev`, an interface of namespace `ns` (`ip netns exec`
+/// mounts that namespace's sysfs).
+fn tx_bytes(ns: &str, dev: &str) -> u64 {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "cat", &format!("/sys/class/net/{dev}/statistics/tx_bytes")])
+        .output()
         .ok()
-        .and_then(|s| s.trim().parse().ok())
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
         .unwrap_or(0)
 }
 
@@ -157,12 +164,12 @@ fn scale(sfu: &Sfu, s: &Session, room: u32, seconds: u64) {
         // Let the new subscribers' keyframe requests pass.
         std::thread::sleep(Duration::from_secs(2));
         let received = || latest.load(Ordering::Relaxed);
-        let (c0, t0, up0, down0) = (cpu_seconds(), Instant::now(), tx_bytes(&dev), received());
+        let (c0, t0, up0, down0) = (cpu_seconds(), Instant::now(), tx_bytes(&sfu.host.name, &dev), received());
         let frames0 = s.share().publish_status().map_or(0, |p| p.frames_sent);
         std::thread::sleep(Duration::from_secs(seconds));
         let down1 = received();
         let secs = t0.elapsed().as_secs_f64();
-        let (cpu, up) = (cpu_seconds() - c0, tx_bytes(&dev) - up0);
+        let (cpu, up) = (cpu_seconds() - c0, tx_bytes(&sfu.host.name, &dev) - up0);
         let frames = s.share().publish_status().map_or(0, |p| p.frames_sent) - frames0;
         println!(
             "{n:>3} subscribers: {:>9.2} Mbit/s {:>8.1} % core {:>12.2} Mbit/s {:>12}",

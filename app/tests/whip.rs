@@ -34,7 +34,10 @@ fn session(sfu: &Sfu) -> Session {
     let bind: IpAddr = sfu.host_ip().parse().expect("address");
     let config =
         ShareConfig { bind, port: 0, bitrate: BitrateRange::new(300_000, 1_500_000), ..ShareConfig::default() };
-    Session::start(Box::new(source), Box::new(encoder), PipelineConfig::default(), config).expect("session")
+    // In the sharer's host: its sockets live there.
+    sfu.host
+        .run_in(move || Session::start(Box::new(source), Box::new(encoder), PipelineConfig::default(), config))
+        .expect("session")
 }
 
 fn publish(s: &Session, url: &str, token: Option<&str>) {
@@ -208,7 +211,9 @@ fn peep_share(sfu: &Sfu, whip_args: &[&str]) -> Child {
 
 /// [`peep_share`], trusting only the certificates in `ca` (if given).
 fn peep_share_with(sfu: &Sfu, whip_args: &[&str], ca: Option<&std::path::Path>) -> Child {
-    let mut command = common::peep();
+    // In the sharer's host (`ip netns exec`), as `common::peep` otherwise.
+    let mut command = sfu.host.command(env!("CARGO_BIN_EXE_peep"));
+    command.env_remove("WAYLAND_DISPLAY").env_remove("XDG_SESSION_TYPE");
     if let Some(ca) = ca {
         command.env("SSL_CERT_FILE", ca);
     }

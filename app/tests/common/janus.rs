@@ -38,6 +38,20 @@ const ADAPTER_JS: &str = "/usr/share/javascript/webrtc-adapter/adapter.js";
 const SUBSCRIBER_HTML: &str = include_str!("janus-subscriber.html");
 /// Prefix of this fixture's namespaces (with the owning process id).
 const NS_TAG: &str = "pjan";
+/// The sharer's host: a namespace of the fixture's own, never the machine's
+/// (a CI machine's firewall drops what a namespace sends to it).
+const HOST_TAG: &str = "pjh";
+/// The sharer's host namespace, once the fixture started: the fixture's
+/// HTTP requests to the SFU go out from there.
+static HOST_NS: OnceLock<String> = OnceLock::new();
+
+/// Connects to `addr` from the sharer's host namespace (the test's own
+/// before the fixture started).
+fn connect(addr: &str) -> std::io::Result<TcpStream> {
+    let Some(ns) = HOST_NS.get() else { return TcpStream::connect(addr) };
+    let addr = addr.to_owned();
+    peep_netlab::netns::run_in(ns, move || TcpStream::connect(addr))?
+}
 
 /// A WHIP endpoint mapped to its own room.
 #[derive(Debug, Clone)]
@@ -51,6 +65,9 @@ pub struct Endpoint {
 /// The running SFU.
 pub struct Sfu {
     pub ns: Netns,
+    /// The sharer's host (`host_ip`): run the share in it
+    /// ([`Netns::run_in`], [`Netns::command`]).
+    pub host: Netns,
     pub link: Link,
     pub dir: PathBuf,
     janus: Option<Child>,
@@ -99,7 +116,7 @@ pub fn whip_server_dir() -> PathBuf {
 /// A minimal HTTP/1.1 exchange (`Connection: close`), for Janus' and the
 /// WHIP server's JSON APIs. Returns the status and the body.
 pub fn http(addr: &str, method: &str, path: &str, content_type: &str, body: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(addr)?;
+    let mut stream = connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         stream,
@@ -146,7 +163,7 @@ fn remove_leftovers() {
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix(NS_TAG) else { continue };
+        let Some(rest) = name.strip_prefix(NS_TAG).or_else(|| name.strip_prefix(HOST_TAG)) else { continue };
         let Some(pid) = rest.split('x').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
         // Names carry pid % 100000; a live process with that pid keeps its namespace.
         if Path::new(&format!("/proc/{pid}")).exists() {
@@ -173,9 +190,11 @@ impl Sfu {
         }
         let whip_dir = whip_server_dir();
         remove_leftovers();
-        let ns = Netns::new(NS_TAG);
+        let (ns, host) = (Netns::new(NS_TAG), Netns::new(HOST_TAG));
         let subnet = 10 + std::process::id() % 240;
-        let link = Link::new(None, &format!("10.245.{subnet}.1/24"), Some(&ns), &format!("10.245.{subnet}.2/24"));
+        let link =
+            Link::new(Some(&host), &format!("10.245.{subnet}.1/24"), Some(&ns), &format!("10.245.{subnet}.2/24"));
+        let _ = HOST_NS.set(host.name.clone());
         let dir = std::env::temp_dir().join(format!("peep-sfu-{}", ns.name));
         let _ = std::fs::remove_dir_all(&dir);
         for sub in ["conf", "plugins", "transports", "whip/src", "whip/web"] {
@@ -200,6 +219,7 @@ impl Sfu {
         std::fs::copy(ADAPTER_JS, dir.join("whip/web/adapter.js")).expect("adapter.js");
         let mut sfu = Self {
             ns,
+            host,
             link,
             dir,
             janus: None,
@@ -302,7 +322,7 @@ impl Sfu {
             .expect("start the TLS proxy");
         self.tls_proxy = Some(child);
         let addr = format!("{ip}:7443");
-        wait_until("the TLS proxy to listen", Duration::from_secs(10), || TcpStream::connect(&addr).is_ok());
+        wait_until("the TLS proxy to listen", Duration::from_secs(10), || connect(&addr).is_ok());
     }
 
     /// The test CA that signed the TLS proxy's certificate.
@@ -466,8 +486,9 @@ impl Sfu {
             let _ = child.wait();
         }
         // Netns and Link are never dropped (they live in a static): delete by hand.
-        let _ = Command::new("ip").args(["link", "del", &self.link.a.dev]).status();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns.name]).status();
+        for ns in [&self.host.name, &self.ns.name] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
