@@ -46,6 +46,7 @@ fn viewer(id: &str) -> ViewerSnapshot {
         state: ViewerState::Connected,
         connected_for: std::time::Duration::from_secs(12),
         rtt: Some(std::time::Duration::from_millis(3)),
+        path: Some(peep_transport::ViewerPath::Relay),
         loss: 0.0,
         estimate_bps: 2_500_000,
         bytes_sent: 1,

@@ -30,6 +30,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod auth;
 pub mod codecs;
 pub mod error;
@@ -37,15 +38,20 @@ mod hub;
 mod interceptors;
 pub mod keyframe;
 pub mod offer;
+mod path;
 mod peer;
 pub mod rate;
+pub mod relay;
 pub mod secret;
 mod server;
 pub mod share;
 pub mod viewer;
+mod whep;
 
+pub use admission::Knock;
 pub use error::{Result, TransportError};
 pub use rate::BitrateRange;
+pub use relay::{Relay, RelayClientConfig, RelayConfig, RelayStatus};
 pub use secret::Secret;
 pub use share::{EncoderRequest, Share, ShareConfig, ShareStats, detect_lan_ip};
-pub use viewer::{ViewerSnapshot, ViewerState};
+pub use viewer::{ViewerPath, ViewerSnapshot, ViewerState};

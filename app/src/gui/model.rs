@@ -473,6 +473,7 @@ mod tests {
             state: peep_transport::ViewerState::Connected,
             connected_for: std::time::Duration::from_secs(3),
             rtt: None,
+            path: None,
             loss: 0.0,
             estimate_bps: 1,
             bytes_sent: 2,
