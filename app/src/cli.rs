@@ -30,6 +30,9 @@ enum Command {
     Record(RecordArgs),
     /// Share to a browser link until Ctrl-C.
     Share(ShareArgs),
+    /// Run a relay so people can share over the internet.
+    #[command(long_about = crate::relay::ABOUT, after_long_help = crate::relay::DEPLOY)]
+    Relay(crate::relay::RelayArgs),
     /// Show synthetic content in a window (for benchmarks and demos).
     #[command(hide = true)]
     DemoWindow {
@@ -84,6 +87,16 @@ struct ShareArgs {
     /// Stop after this many seconds (default: until Ctrl-C).
     #[arg(long)]
     seconds: Option<f64>,
+    /// Share over the internet through this relay (`peep relay`), e.g.
+    /// https://relay.example.org: the printed link is the relay's.
+    #[arg(long, env = "PEEP_RELAY")]
+    relay: Option<String>,
+    /// Trust this CA certificate (PEM) for the relay's HTTPS.
+    #[arg(long, requires = "relay")]
+    relay_ca: Option<PathBuf>,
+    /// Ask to join: each viewer waits until you let it in (type `a N` while sharing).
+    #[arg(long)]
+    admit: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -146,6 +159,7 @@ pub fn run() -> Result<()> {
         Some(Command::List { json }) => list(json),
         Some(Command::Record(args)) => record(args),
         Some(Command::Share(args)) => share(args),
+        Some(Command::Relay(args)) => crate::relay::run(args),
         #[cfg(target_os = "linux")]
         Some(Command::DemoWindow { scene, fps, seconds }) => demo_window(&scene, fps, seconds),
         #[cfg(not(target_os = "linux"))]
@@ -277,6 +291,8 @@ fn share(args: ShareArgs) -> Result<()> {
         password: args.password.map(peep_transport::Secret::from),
         max_viewers: args.max_viewers,
         bitrate: range,
+        relay: args.relay.map(|url| peep_transport::RelayClientConfig { url, ca_file: args.relay_ca }),
+        admit: args.admit,
         ..ShareConfig::default()
     };
     let pipeline = PipelineConfig { fps: args.fps, max_height, ..PipelineConfig::default() };
@@ -293,23 +309,45 @@ fn share(args: ShareArgs) -> Result<()> {
         out.flush()?;
     }
     eprintln!("peep: sharing {description}; press Ctrl-C to stop");
+    if args.admit {
+        eprintln!("peep: viewers ask to join; {}", crate::console::HELP);
+    }
+    let typed = crate::console::spawn_stdin_reader();
+    let (mut announced, mut relay_failed) = (0u64, false);
     let started = Instant::now();
     let deadline = args.seconds.map(|s| started + Duration::from_secs_f64(s.max(0.0)));
     let mut last = (Instant::now(), 0u64, 0u64);
     while !interrupted.load(Relaxed) && deadline.is_none_or(|d| Instant::now() < d) && !session.is_finished() {
         std::thread::sleep(Duration::from_millis(200));
+        let share = session.share();
+        for line in typed.try_iter() {
+            console_command(share, &line);
+        }
+        let fresh: Vec<_> = share.knocks().into_iter().filter(|k| k.id > announced).collect();
+        for knock in fresh {
+            announced = knock.id;
+            eprintln!("\n{}", crate::console::knock_line(&knock));
+        }
+        if let (false, Some(peep_transport::RelayStatus::Failed(why))) = (relay_failed, share.relay_status()) {
+            relay_failed = true;
+            eprintln!("\npeep: {why}; viewers already watching keep watching, new ones cannot join");
+        }
         let now = Instant::now();
         if now - last.0 >= Duration::from_secs(1) {
             let stats = session.pipeline_stats();
             let (frames, bytes) = (stats.frames_encoded.load(Relaxed), stats.bytes.load(Relaxed));
             let secs = (now - last.0).as_secs_f64();
             let viewers = session.share().connected_viewers();
+            let paths = crate::console::viewer_paths(&session.share().viewers());
+            let relay = session.share().relay_status().map(|s| crate::console::relay_words(&s)).unwrap_or_default();
             eprint!(
-                "\rviewers {viewers}  fps {:>5.1}  bitrate {:>6.0} kbps  target {:>6.0} kbps  encode {:>5.1} ms  ",
+                "\rviewers {viewers}  fps {:>5.1}  bitrate {:>6.0} kbps  target {:>6.0} kbps  encode {:>5.1} ms  {}{}  ",
                 (frames - last.1) as f64 / secs,
                 (bytes - last.2) as f64 * 8.0 / secs / 1e3,
                 session.share().stats().target_bps.load(Relaxed) as f64 / 1e3,
                 stats.encode_time.quantile(0.5).as_secs_f64() * 1e3,
+                if paths.is_empty() { String::new() } else { format!("[{paths}]  ") },
+                relay,
             );
             last = (now, frames, bytes);
         }
@@ -318,6 +356,38 @@ fn share(args: ShareArgs) -> Result<()> {
     let result = session.stop();
     eprintln!("peep: share ended");
     result
+}
+
+/// Applies a typed console command.
+fn console_command(share: &peep_transport::Share, line: &str) {
+    use crate::console::ConsoleCommand;
+    match crate::console::parse(line) {
+        Ok(ConsoleCommand::Admit(n)) | Ok(ConsoleCommand::Refuse(n)) if !share.knocks().iter().any(|k| k.id == n) => {
+            eprintln!("peep: nobody waits as #{n}");
+        }
+        Ok(ConsoleCommand::Admit(n)) => {
+            share.admit(n, true);
+            eprintln!("peep: let #{n} in");
+        }
+        Ok(ConsoleCommand::Refuse(n)) => {
+            share.admit(n, false);
+            eprintln!("peep: turned #{n} away");
+        }
+        Ok(ConsoleCommand::Kick(prefix)) => {
+            let matching: Vec<_> = share.viewers().into_iter().filter(|v| v.id.starts_with(&prefix)).collect();
+            match matching.as_slice() {
+                [one] => {
+                    share.kick(&one.id);
+                    eprintln!("peep: kicked {}", one.id);
+                }
+                [] => eprintln!("peep: no viewer id starts with {prefix:?} (type `v`)"),
+                _ => eprintln!("peep: several viewer ids start with {prefix:?}; type more of it"),
+            }
+        }
+        Ok(ConsoleCommand::List) => eprint!("\n{}", crate::console::list(&share.viewers(), &share.knocks())),
+        Ok(ConsoleCommand::Help) => eprintln!("\npeep: {}", crate::console::HELP),
+        Err(e) => eprintln!("\npeep: {e}"),
+    }
 }
 
 fn pipeline_summary(p: &Pipeline, elapsed: Duration, written: u64) -> String {

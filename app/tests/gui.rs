@@ -6,7 +6,9 @@ use peep::gui::model::{Command, Event, Model, Phase, Status};
 use peep::gui::view::{Thumbnails, draw};
 use peep::settings::Settings;
 use peep_capture::{SourceInfo, SourceKind};
-use peep_transport::{ViewerSnapshot, ViewerState};
+use std::time::Duration;
+
+use peep_transport::{Knock, RelayStatus, ViewerSnapshot, ViewerState};
 
 type State = (Model, Vec<Command>);
 
@@ -62,7 +64,7 @@ fn start_share_then_stop() {
     h.run();
     h.get_by_label("Start sharing").click();
     h.run();
-    let Some(Command::Start { source, quality, fps, port, password }) = h.state().1.last().cloned() else {
+    let Some(Command::Start { source, quality, fps, port, password, .. }) = h.state().1.last().cloned() else {
         panic!("start command: {:?}", h.state().1)
     };
     assert_eq!((source.as_str(), quality.as_str(), fps, port, password), ("monitor:DP-1", "balanced", 30, 8080, None));
@@ -96,6 +98,7 @@ fn viewers_are_listed_and_can_be_kicked() {
     h.get_by_label("Viewers (1)");
     h.get_by_label("192.0.2.9");
     h.get_by_label("3.0 ms");
+    h.get_by_label("relay");
     h.get_by_label("Kick").click();
     h.run();
     assert_eq!(h.state().1.last(), Some(&Command::Kick("v1".into())));
@@ -141,4 +144,55 @@ fn preset_and_frame_rate_change_live_while_sharing() {
     h.run();
     assert_eq!(h.state().1.last(), Some(&Command::SetFps(60)));
     assert_eq!(h.state().0.phase, Phase::Sharing, "the share keeps running");
+}
+
+#[test]
+fn over_the_internet_with_a_relay_and_ask_to_join() {
+    let mut h = harness();
+    h.run();
+    h.get_by_label("Over the internet").click();
+    h.run();
+    // The text field is labelled by "Relay URL".
+    let field = h.get_by_label("Relay URL");
+    field.focus();
+    field.type_text("https://relay.example.org");
+    h.run();
+    assert_eq!(h.state().0.settings.relay_url, "https://relay.example.org");
+    h.get_by_label("Ask to join").click();
+    h.run();
+    h.get_by_label("Start sharing").click();
+    h.run();
+    let Some(Command::Start { relay, admit, .. }) = h.state().1.last().cloned() else {
+        panic!("start command: {:?}", h.state().1)
+    };
+    assert_eq!((relay.as_deref(), admit), (Some("https://relay.example.org"), true));
+    // The relay is down: the banner says so, in words.
+    h.state_mut().0.apply(Event::StartFailed("relay unreachable: Connection refused (os error 111)".into()));
+    h.run();
+    h.get_by_label_contains("Relay unreachable: Connection refused");
+    h.get_by_label("Dismiss").click();
+    h.get_by_label("Start sharing").click();
+    h.run();
+    h.state_mut().0.apply(Event::Started { link: "https://relay.example.org/r/0123".into(), port: 8080 });
+    h.state_mut().0.apply(Event::Status(Status {
+        viewers: vec![viewer("v1")],
+        relay: Some(RelayStatus::Reconnecting { link: "l".into(), attempt: 1, error: "connection reset".into() }),
+        knocks: vec![Knock { id: 3, remote: "198.51.100.4".parse().expect("ip"), waiting: Duration::from_secs(2) }],
+        ..Status::default()
+    }));
+    h.run();
+    h.get_by_label("https://relay.example.org/r/0123");
+    h.get_by_label_contains("Relay connection lost (connection reset)");
+    h.get_by_label_contains("#3 from 198.51.100.4");
+    h.get_by_label("Let in").click();
+    h.run();
+    assert_eq!(h.state().1.last(), Some(&Command::Admit(3, true)));
+    h.state_mut().0.apply(Event::Status(Status {
+        relay: Some(RelayStatus::Connected { link: "l".into(), whep: "w".into(), reconnects: 1 }),
+        ..Status::default()
+    }));
+    h.run();
+    assert!(h.state().0.banner.is_none(), "the relay banner goes once the room is back");
+    h.get_by_label_contains("room reclaimed");
+    assert!(h.state().0.settings_dirty, "the relay URL is persisted");
 }

@@ -86,11 +86,12 @@ fn run(commands: &Receiver<Command>, events: &Sender<Event>, preview: &Sender<Pr
     loop {
         match commands.recv_timeout(STATUS_PERIOD) {
             Ok(Command::RefreshSources) => emit(list_sources()),
-            Ok(Command::Start { source, quality, fps, port, password }) => {
+            Ok(Command::Start { source, quality, fps, port, password, relay, admit }) => {
                 if let Some(s) = session.take() {
                     let _ = s.stop();
                 }
-                match start(&source, &quality, fps, port, password) {
+                let options = StartOptions { fps, port, password, relay, admit };
+                match start(&source, &quality, options) {
                     Ok(s) => {
                         let link = Secret::new(s.share().link());
                         let port = s.share().local_addr().port();
@@ -100,7 +101,7 @@ fn run(commands: &Receiver<Command>, events: &Sender<Event>, preview: &Sender<Pr
                         last = (Instant::now(), 0, 0);
                         emit(Event::Started { link, port });
                     }
-                    Err(e) => emit(Event::StartFailed(format!("{e:#}"))),
+                    Err(e) => emit(Event::StartFailed(start_error(&e))),
                 }
             }
             Ok(Command::Stop) => {
@@ -123,6 +124,16 @@ fn run(commands: &Receiver<Command>, events: &Sender<Event>, preview: &Sender<Pr
             Ok(Command::SetPassword(password)) => {
                 if let Some(s) = &session {
                     s.share().set_password(password);
+                }
+            }
+            Ok(Command::SetAdmit(on)) => {
+                if let Some(s) = &session {
+                    s.share().set_admit(on);
+                }
+            }
+            Ok(Command::Admit(id, let_in)) => {
+                if let Some(s) = &session {
+                    s.share().admit(id, let_in);
                 }
             }
             Ok(Command::Kick(id)) => {
@@ -165,6 +176,8 @@ fn status(s: &Session, last: &mut (Instant, u64, u64)) -> Status {
         encode_ms: p.encode_time.quantile(0.5).as_secs_f32() * 1e3,
         dropped: p.frames_dropped.load(Relaxed),
         skipped: s.capture_stats().frames_unchanged.load(Relaxed),
+        relay: s.share().relay_status(),
+        knocks: s.share().knocks(),
     };
     *last = (Instant::now(), frames, bytes);
     status
@@ -192,7 +205,26 @@ fn list_sources() -> Event {
     Event::Sources(sources, thumbnails)
 }
 
-fn start(source: &str, quality: &str, fps: u32, port: u16, password: Option<Secret>) -> anyhow::Result<Session> {
+/// How to start a share, besides the source and preset.
+struct StartOptions {
+    fps: u32,
+    port: u16,
+    password: Option<Secret>,
+    relay: Option<String>,
+    admit: bool,
+}
+
+/// A failed start in words; relay failures keep their own words first
+/// (the model turns them into their banners).
+fn start_error(e: &anyhow::Error) -> String {
+    match e.chain().find_map(|c| c.downcast_ref::<TransportError>()) {
+        Some(t @ (TransportError::RelayUnreachable(_) | TransportError::RelayRefused(_))) => t.to_string(),
+        _ => format!("{e:#}"),
+    }
+}
+
+fn start(source: &str, quality: &str, options: StartOptions) -> anyhow::Result<Session> {
+    let StartOptions { fps, port, password, relay, admit } = options;
     let preset = crate::presets::quality(quality)
         .or_else(|| crate::presets::quality(crate::presets::DEFAULT_QUALITY))
         .expect("the default preset exists");
@@ -201,8 +233,14 @@ fn start(source: &str, quality: &str, fps: u32, port: u16, password: Option<Secr
     for candidate in (0..PORT_ATTEMPTS).filter_map(|i| port.checked_add(i)) {
         let backend = crate::sources::open_source(Some(source), (1920, 1080), true)?;
         let encoder = crate::session::live_encoder(range.clamp(peep_transport::rate::START_BPS), fps as f32)?;
-        let config =
-            ShareConfig { port: candidate, password: password.clone(), bitrate: range, ..ShareConfig::default() };
+        let config = ShareConfig {
+            port: candidate,
+            password: password.clone(),
+            bitrate: range,
+            relay: relay.clone().map(|url| peep_transport::RelayClientConfig { url, ca_file: None }),
+            admit,
+            ..ShareConfig::default()
+        };
         let pipeline = PipelineConfig { fps: fps as f32, max_height: preset.max_height, ..PipelineConfig::default() };
         match Session::start(backend, encoder, pipeline, config) {
             Ok(s) => return Ok(s),
