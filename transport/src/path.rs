@@ -13,8 +13,8 @@ use crate::viewer::{ViewerPath, ViewerState};
 /// How often paths are read.
 pub const PATH_PERIOD: Duration = Duration::from_secs(1);
 
-/// The selected pair's path and round-trip time, if ICE has selected one.
-pub(crate) fn selected_path(report: &RTCStatsReport) -> Option<(ViewerPath, Option<Duration>)> {
+/// The selected pair's ICE round-trip time, from the stats report.
+pub(crate) fn selected_rtt(report: &RTCStatsReport) -> Option<Duration> {
     let by_selection =
         report.transport().map(|t| t.selected_candidate_pair_id.as_str()).filter(|id| !id.is_empty()).and_then(|id| {
             match report.get(id) {
@@ -28,21 +28,27 @@ pub(crate) fn selected_path(report: &RTCStatsReport) -> Option<(ViewerPath, Opti
                 && p.state == rtc::statistics::stats::ice_candidate_pair::RTCStatsIceCandidatePairState::Succeeded
         })
     })?;
-    let kind = |id: &str| match report.get(id) {
-        Some(RTCStatsReportEntry::LocalCandidate(c) | RTCStatsReportEntry::RemoteCandidate(c)) => {
-            Some(c.candidate_type)
-        }
-        _ => None,
-    };
-    let (local, remote) = (kind(&pair.local_candidate_id)?, kind(&pair.remote_candidate_id)?);
-    let path = if local == RTCIceCandidateType::Relay || remote == RTCIceCandidateType::Relay {
+    (pair.current_round_trip_time.is_finite() && pair.current_round_trip_time > 0.0)
+        .then(|| Duration::from_secs_f64(pair.current_round_trip_time.min(60.0)))
+}
+
+/// The selected candidate pair's path, from the ICE transport (the stats
+/// report's candidate entries are not keyed the way its pairs refer to them
+/// in rtc 0.21).
+async fn selected_path(pc: &dyn webrtc::peer_connection::PeerConnection) -> Option<ViewerPath> {
+    let sender = pc.get_senders().await.into_iter().next()?;
+    let dtls = sender.transport().await.ok().flatten()?;
+    let pair = dtls.ice_transport().get_selected_candidate_pair().await.ok().flatten()?;
+    Some(path_of(pair.local().typ, Some(pair.remote().typ)))
+}
+
+/// `relay` when either end of the pair is a TURN relay candidate.
+pub(crate) fn path_of(local: RTCIceCandidateType, remote: Option<RTCIceCandidateType>) -> ViewerPath {
+    if local == RTCIceCandidateType::Relay || remote == Some(RTCIceCandidateType::Relay) {
         ViewerPath::Relay
     } else {
         ViewerPath::Direct
-    };
-    let rtt = (pair.current_round_trip_time.is_finite() && pair.current_round_trip_time > 0.0)
-        .then(|| Duration::from_secs_f64(pair.current_round_trip_time.min(60.0)));
-    Some((path, rtt))
+    }
 }
 
 /// Reads every connected viewer's path until the share ends.
@@ -57,13 +63,28 @@ pub(crate) async fn watch(shared: Arc<Shared>) {
             .cloned()
             .collect();
         for v in viewers {
-            let report = v.peer.pc.get_stats(Instant::now(), StatsSelector::None).await;
-            if let Some((path, rtt)) = selected_path(&report) {
+            if let Some(path) = selected_path(v.peer.pc.as_ref()).await {
                 v.stats.set_path(path);
-                if let Some(rtt) = rtt {
-                    v.stats.ice_rtt_us.store(u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
-                }
+            }
+            let report = v.peer.pc.get_stats(Instant::now(), StatsSelector::None).await;
+            if let Some(rtt) = selected_rtt(&report) {
+                v.stats.ice_rtt_us.store(u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_on_either_end_means_relay() {
+        use RTCIceCandidateType::{Host, Prflx, Relay, Srflx};
+        assert_eq!(path_of(Host, Some(Srflx)), ViewerPath::Direct);
+        assert_eq!(path_of(Srflx, None), ViewerPath::Direct);
+        assert_eq!(path_of(Relay, Some(Host)), ViewerPath::Relay);
+        assert_eq!(path_of(Host, Some(Relay)), ViewerPath::Relay);
+        assert_eq!(path_of(Prflx, Some(Relay)), ViewerPath::Relay);
     }
 }

@@ -20,6 +20,24 @@ use tungstenite::{Message, WebSocket};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
+/// Flags of every headless Chromium here (see shared/FACTS.md).
+const BASE_ARGS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--autoplay-policy=no-user-gesture-required",
+    "--window-size=1280,800",
+];
+
 /// JS run in every page before its own scripts (see the module docs).
 const LOOPBACK_SHIM: &str = r#"
 (() => {
@@ -76,12 +94,52 @@ window.__peepReadMark = () => {
 };
 "#;
 
+/// How we talk to Chromium: its DevTools WebSocket, or (for a browser in a
+/// network namespace, whose loopback we cannot reach) the DevTools pipe on
+/// its fds 3 and 4, NUL-separated JSON.
+enum Transport {
+    Ws(Box<WebSocket<MaybeTlsStream<TcpStream>>>),
+    Pipe { input: std::process::ChildStdin, output: BufReader<std::process::ChildStdout> },
+}
+
+impl Transport {
+    fn send(&mut self, text: String) {
+        match self {
+            Self::Ws(ws) => ws.send(Message::text(text)).expect("send to DevTools"),
+            Self::Pipe { input, .. } => {
+                use std::io::Write as _;
+                input.write_all(text.as_bytes()).and_then(|()| input.write_all(b"\0")).expect("write to DevTools pipe");
+                input.flush().expect("flush DevTools pipe");
+            }
+        }
+    }
+
+    fn recv(&mut self) -> String {
+        match self {
+            Self::Ws(ws) => loop {
+                if let Message::Text(text) = ws.read().expect("read from DevTools") {
+                    return text.as_str().to_owned();
+                }
+            },
+            Self::Pipe { output, .. } => {
+                let mut message = Vec::new();
+                let n = output.read_until(0, &mut message).expect("read from DevTools pipe");
+                assert!(n > 0, "Chromium closed its DevTools pipe (did it crash?)");
+                message.pop();
+                String::from_utf8(message).expect("DevTools UTF-8")
+            }
+        }
+    }
+}
+
 /// A running Chromium.
 pub struct Browser {
     child: Child,
-    ws: WebSocket<MaybeTlsStream<TcpStream>>,
+    transport: Transport,
     next_id: u64,
     profile: std::path::PathBuf,
+    /// Open the fake camera so loopback candidates are gathered (see the module docs).
+    loopback_shim: bool,
 }
 
 /// One tab.
@@ -99,35 +157,10 @@ impl Browser {
 
     /// Starts headless Chromium with extra command-line flags.
     pub fn launch_with(extra_args: &[&str]) -> Self {
-        assert!(
-            std::path::Path::new(CHROMIUM).exists(),
-            "browser tests need Debian's Chromium: install it with `apt-get install chromium`"
-        );
-        let profile = std::env::temp_dir().join(format!(
-            "peep-chromium-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-        ));
-        std::fs::create_dir_all(&profile).expect("profile dir");
+        let profile = Self::profile();
         let mut child = Command::new(CHROMIUM)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-dev-shm-usage",
-                "--allow-loopback-in-peer-connection",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                "--disable-features=WebRtcHideLocalIpsWithMdns",
-                "--autoplay-policy=no-user-gesture-required",
-                "--remote-debugging-port=0",
-                "--window-size=1280,800",
-            ])
+            .args(BASE_ARGS)
+            .args(["--allow-loopback-in-peer-connection", "--remote-debugging-port=0"])
             .args(extra_args)
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg("about:blank")
@@ -149,7 +182,45 @@ impl Browser {
         });
         let url = rx.recv_timeout(Duration::from_secs(30)).expect("Chromium printed its DevTools address");
         let (ws, _) = tungstenite::connect(url.as_str()).expect("connect to DevTools");
-        Self { child, ws, next_id: 0, profile }
+        Self { child, transport: Transport::Ws(Box::new(ws)), next_id: 0, profile, loopback_shim: true }
+    }
+
+    fn profile() -> std::path::PathBuf {
+        assert!(
+            std::path::Path::new(CHROMIUM).exists(),
+            "browser tests need Debian's Chromium: install it with `apt-get install chromium`"
+        );
+        let profile = std::env::temp_dir().join(format!(
+            "peep-chromium-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+        ));
+        std::fs::create_dir_all(&profile).expect("profile dir");
+        profile
+    }
+
+    /// Starts headless Chromium inside a network namespace, as a viewer on
+    /// another machine: no loopback shim (it has a real interface), DevTools
+    /// over a pipe.
+    pub fn launch_in(netns: &str, extra_args: &[&str]) -> Self {
+        let profile = Self::profile();
+        // The shell moves our stdin/stdout pipes to fds 3 and 4, where
+        // --remote-debugging-pipe expects them.
+        let script = format!("exec {CHROMIUM} \"$@\" --remote-debugging-pipe 3<&0 4>&1 0</dev/null 1>/dev/null");
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", netns, "sh", "-c", &script, "chromium"])
+            .args(BASE_ARGS)
+            .args(extra_args)
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("about:blank")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromium in the namespace");
+        let input = child.stdin.take().expect("stdin");
+        let output = BufReader::new(child.stdout.take().expect("stdout"));
+        Self { child, transport: Transport::Pipe { input, output }, next_id: 0, profile, loopback_shim: false }
     }
 
     /// Sends a CDP command and waits for its result.
@@ -160,11 +231,10 @@ impl Browser {
         if let Some(s) = session {
             msg["sessionId"] = json!(s);
         }
-        self.ws.send(Message::text(msg.to_string())).expect("send to DevTools");
+        self.transport.send(msg.to_string());
         loop {
-            let reply = self.ws.read().expect("read from DevTools");
-            let Message::Text(text) = reply else { continue };
-            let v: Value = serde_json::from_str(text.as_str()).expect("DevTools JSON");
+            let text = self.transport.recv();
+            let v: Value = serde_json::from_str(&text).expect("DevTools JSON");
             if v["id"].as_u64() == Some(id) {
                 assert!(v.get("error").is_none(), "{method} failed: {}", v["error"]);
                 return v["result"].clone();
@@ -181,17 +251,20 @@ impl Browser {
         let session_id = attached["sessionId"].as_str().expect("sessionId").to_owned();
         let page = Page { target_id, session_id };
         let origin = url.split('/').take(3).collect::<Vec<_>>().join("/");
-        self.call(
-            None,
-            "Browser.grantPermissions",
-            json!({ "origin": origin, "permissions": ["videoCapture", "audioCapture"] }),
-        );
+        if self.loopback_shim {
+            self.call(
+                None,
+                "Browser.grantPermissions",
+                json!({ "origin": origin, "permissions": ["videoCapture", "audioCapture"] }),
+            );
+        }
         self.call(Some(&page.session_id), "Page.enable", json!({}));
         self.call(Some(&page.session_id), "Emulation.setFocusEmulationEnabled", json!({ "enabled": true }));
+        let shim = if self.loopback_shim { LOOPBACK_SHIM } else { "" };
         self.call(
             Some(&page.session_id),
             "Page.addScriptToEvaluateOnNewDocument",
-            json!({ "source": format!("{LOOPBACK_SHIM}\n{MARK_READER}") }),
+            json!({ "source": format!("{shim}\n{MARK_READER}") }),
         );
         self.navigate(&page, url);
         page

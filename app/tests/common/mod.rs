@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod internet;
 pub mod netns;
 
 use openh264::decoder::Decoder;
