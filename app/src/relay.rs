@@ -91,6 +91,31 @@ pub struct RelayArgs {
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Run a TURN server inside the relay on this UDP address (e.g.
+    /// 0.0.0.0:3478): one binary, no coturn. UDP only.
+    #[arg(long)]
+    turn_listen: Option<SocketAddr>,
+    /// The public IP the built-in TURN server advertises (default: --bind,
+    /// or this machine's address).
+    #[arg(long, requires = "turn_listen")]
+    turn_public_ip: Option<IpAddr>,
+    /// The built-in TURN server's relay ports, MIN-MAX (open them in the firewall).
+    #[arg(long, default_value = "49152-65535", value_parser = parse_ports)]
+    turn_ports: (u16, u16),
+    /// Let the built-in TURN server relay to private addresses (labs, LANs).
+    #[arg(long, requires = "turn_listen")]
+    turn_allow_private_peers: bool,
+}
+
+/// Parses `MIN-MAX`.
+fn parse_ports(text: &str) -> Result<(u16, u16), String> {
+    let err = || format!("{text:?}: expected MIN-MAX, e.g. 49152-65535");
+    let (a, b) = text.split_once('-').ok_or_else(err)?;
+    let (a, b): (u16, u16) = (a.trim().parse().map_err(|_| err())?, b.trim().parse().map_err(|_| err())?);
+    if a == 0 || b < a {
+        return Err(err());
+    }
+    Ok((a, b))
 }
 
 fn check_urls(urls: &[String], schemes: &[&str], flag: &str) -> Result<()> {
@@ -119,7 +144,7 @@ pub fn config(args: &RelayArgs) -> Result<RelayConfig> {
         (None, None) => None,
     }
     .filter(|s| !s.is_empty());
-    if !args.turn_urls.is_empty() && secret.is_none() {
+    if !args.turn_urls.is_empty() && secret.is_none() && args.turn_listen.is_none() {
         bail!("--turn-url needs --turn-secret or --turn-secret-file (the TURN server's static-auth-secret)");
     }
     if args.turn_ttl < 10 {
@@ -149,6 +174,18 @@ pub fn config(args: &RelayArgs) -> Result<RelayConfig> {
         connections_per_ip: args.connections_per_ip.max(1),
         trust_forwarded_for: args.trust_forwarded_for,
         threads: args.threads.max(1),
+        builtin_turn: args.turn_listen.map(|listen| peep_transport::BuiltinTurnConfig {
+            listen,
+            public_ip: args.turn_public_ip.unwrap_or_else(|| {
+                if listen.ip().is_unspecified() {
+                    if args.bind.is_unspecified() { peep_transport::detect_lan_ip() } else { args.bind }
+                } else {
+                    listen.ip()
+                }
+            }),
+            ports: args.turn_ports,
+            allow_private_peers: args.turn_allow_private_peers,
+        }),
         ..RelayConfig::default()
     })
 }
@@ -157,9 +194,12 @@ pub fn config(args: &RelayArgs) -> Result<RelayConfig> {
 pub fn run(args: RelayArgs) -> Result<()> {
     use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
     let config = config(&args)?;
-    let turn = config.ice.turn_urls.len();
     let ttl = config.ice.ttl.as_secs();
     let relay = Relay::start(config).context("starting the relay")?;
+    let turn = relay.ice_urls().iter().filter(|u| u.starts_with("turn")).count();
+    if let Some((_, at)) = relay.builtin_turn() {
+        eprintln!("peep relay: built-in TURN server on udp {at}");
+    }
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
@@ -213,6 +253,15 @@ mod tests {
         assert!(!format!("{c:?}").contains("\"s\""), "the secret stays out of Debug");
         assert!(parse(&["--tls-cert", "a.pem"]).is_err(), "a certificate needs its key");
         assert!(parse(&["--public-url", "relay.example.org"]).is_err());
+        let c =
+            parse(&["--turn-listen", "0.0.0.0:3478", "--turn-public-ip", "203.0.113.9", "--turn-ports", "50000-50099"])
+                .expect("built-in TURN");
+        let turn = c.builtin_turn.expect("configured");
+        assert_eq!(
+            (turn.public_ip.to_string(), turn.ports, turn.allow_private_peers),
+            ("203.0.113.9".into(), (50000, 50099), false)
+        );
+        assert!(parse(&["--turn-listen", "0.0.0.0:3478", "--turn-ports", "9-1"]).is_err());
     }
 
     #[test]

@@ -47,6 +47,19 @@ fn relay(inet: &Netns, port: u16, secret: &str, extra: &[&str]) -> Proc {
     p
 }
 
+/// `peep relay` with its built-in TURN server instead of coturn.
+fn builtin_turn_relay(inet: &Netns, port: u16) -> Proc {
+    let mut c = inet.command(env!("CARGO_BIN_EXE_peep"));
+    c.args(["relay", "--bind", PUBLIC_IP, "--port", &port.to_string(), "--room-grace", "5"])
+        .args(["--turn-listen", &format!("{PUBLIC_IP}:3479"), "--turn-ports", "50000-50199"])
+        // The test internet's "public" addresses are in 10.243.0.0/16.
+        .arg("--turn-allow-private-peers");
+    let mut p = Proc::spawn(&format!("peep relay (built-in TURN) :{port}"), c);
+    p.wait_for("built-in TURN server on udp", Duration::from_secs(20));
+    p.wait_for("Relay: ", Duration::from_secs(20));
+    p
+}
+
 fn relay_url(port: u16) -> String {
     format!("http://{PUBLIC_IP}:{port}")
 }
@@ -171,6 +184,26 @@ fn wrong_turn_credentials_are_explained(fx: &mut Fixture) {
     fx.close(&page);
 }
 
+// (e) The built-in TURN server passes (b) and (c): no coturn involved.
+fn builtin_turn_passes_symmetric_nats_and_relay_only(fx: &mut Fixture) {
+    let port = RELAY_PORT + 2;
+    let _relay = builtin_turn_relay(&fx.internet.inet, port);
+    fx.internet.set_nat(NatMode::Symmetric);
+    let (sharer, link) = fx.sharer(port, &[]);
+    let page = fx.open(&link);
+    fx.wait_live(&page);
+    assert_eq!(fx.page_path(&page).0, "relay", "two symmetric NATs, through the built-in TURN server");
+    sharer_path(&sharer, "relay");
+    fx.close(&page);
+    fx.internet.set_nat(NatMode::Cone);
+    let page = fx.open(&format!("{link}?ice=relay"));
+    fx.wait_live(&page);
+    assert_eq!(fx.page_path(&page), ("relay".to_owned(), "relay".to_owned()));
+    let turn_url = fx.browser.eval(&page, "document.querySelector('meta[name=\"peep-ice-servers\"]').content");
+    assert!(turn_url.as_str().unwrap_or_default().contains(":3479?transport=udp"), "the built-in server: {turn_url}");
+    fx.close(&page);
+}
+
 // (f) The relay restarts mid-share: viewers keep watching, the sharer
 // reclaims its room, and a viewer that reloads plays again.
 fn relay_restart_keeps_the_link_working(fx: &mut Fixture) {
@@ -261,11 +294,12 @@ fn main() {
     // One internet, one browser: scenarios take turns.
     args.test_threads = Some(1);
     let fixture: Arc<Mutex<Option<Result<Fixture, String>>>> = Arc::new(Mutex::new(None));
-    let scenarios: [(&str, Scenario); 7] = [
+    let scenarios: [(&str, Scenario); 8] = [
         ("a_cone_nats_connect_peer_to_peer", cone_nats_connect_peer_to_peer),
         ("b_symmetric_nats_play_through_coturn", symmetric_nats_play_through_coturn),
         ("c_relay_only_viewer_plays_with_minted_credentials", relay_only_viewer_plays_with_minted_credentials),
         ("d_wrong_turn_credentials_are_explained", wrong_turn_credentials_are_explained),
+        ("e_builtin_turn_passes_symmetric_nats_and_relay_only", builtin_turn_passes_symmetric_nats_and_relay_only),
         ("f_relay_restart_keeps_the_link_working", relay_restart_keeps_the_link_working),
         ("g_viewers_are_told_when_the_sharer_is_gone", viewers_are_told_when_the_sharer_is_gone),
         ("h_password_admission_and_kick_through_the_relay", password_admission_and_kick_through_the_relay),

@@ -51,7 +51,7 @@ mod whep;
 pub use admission::Knock;
 pub use error::{Result, TransportError};
 pub use rate::BitrateRange;
-pub use relay::{Relay, RelayClientConfig, RelayConfig, RelayStatus};
+pub use relay::{BuiltinTurnConfig, Relay, RelayClientConfig, RelayConfig, RelayStatus};
 pub use secret::Secret;
 pub use share::{EncoderRequest, Share, ShareConfig, ShareStats, detect_lan_ip};
 pub use viewer::{ViewerPath, ViewerSnapshot, ViewerState};

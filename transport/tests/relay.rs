@@ -729,3 +729,63 @@ fn an_unreachable_relay_is_a_clear_error() {
     .expect_err("no scheme");
     assert!(err.to_string().contains("expected https://"), "{err}");
 }
+
+#[test]
+fn the_builtin_turn_server_allocates_for_minted_credentials_only() {
+    use peep_transport::relay::rooms::OwnerSecret;
+    use peep_transport::relay::turn::{password, unix_now, username};
+    let relay = Relay::start(RelayConfig {
+        ice: IceSettings { secret: Some(TURN_SECRET.into()), ttl: Duration::from_secs(600), ..IceSettings::default() },
+        builtin_turn: Some(peep_transport::BuiltinTurnConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            public_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ports: (41000, 41099),
+            allow_private_peers: false,
+        }),
+        ..relay_config()
+    })
+    .expect("relay with TURN");
+    let (_, turn_addr) = relay.builtin_turn().expect("built-in TURN");
+    let urls = relay.ice_urls();
+    assert!(urls.contains(&format!("turn:{turn_addr}?transport=udp")), "{urls:?}");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let tag = OwnerSecret::from_bytes([1; 32]).room().tag();
+    let allocate = |user: String, pass: String| {
+        rt.block_on(async {
+            let conn = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind"));
+            let client = turn::client::Client::new(turn::client::ClientConfig {
+                stun_serv_addr: turn_addr.to_string(),
+                turn_serv_addr: turn_addr.to_string(),
+                username: user,
+                password: pass,
+                realm: String::new(),
+                software: String::new(),
+                rto_in_ms: 0,
+                conn,
+                vnet: None,
+            })
+            .await
+            .expect("client");
+            client.listen().await.expect("listen");
+            let result = tokio::time::timeout(Duration::from_secs(10), client.allocate()).await;
+            let _ = client.close().await;
+            match result {
+                Ok(Ok(relayed)) => Ok(webrtc_util::Conn::local_addr(&relayed).expect("relayed address")),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("timed out".to_owned()),
+            }
+        })
+    };
+    let user = username(unix_now() + 600, &tag, "v1");
+    let relayed = allocate(user.clone(), password(&Secret::from(TURN_SECRET), &user).expose().to_owned())
+        .expect("an allocation for minted credentials");
+    assert!((41000..=41099).contains(&relayed.port()), "{relayed}");
+    assert!(allocate(user.clone(), "wrong".into()).is_err(), "a wrong password is refused");
+    let expired = username(unix_now() - 1, &tag, "v2");
+    let err = allocate(expired.clone(), password(&Secret::from(TURN_SECRET), &expired).expose().to_owned())
+        .expect_err("expired credentials are refused");
+    assert!(!err.is_empty());
+    let (counters, _) = relay.builtin_turn().expect("built-in TURN");
+    assert_eq!(counters.allocations.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert!(counters.auth_refused.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+}

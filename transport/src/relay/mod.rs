@@ -17,6 +17,7 @@
 //! * `server`: the axum relay (HTTPS, limits, origin checks, shutdown).
 //! * [`client`]: the sharer's side.
 
+pub mod builtin_turn;
 pub mod client;
 mod listener;
 pub mod protocol;
@@ -24,6 +25,7 @@ pub mod rooms;
 mod server;
 pub mod turn;
 
+pub use builtin_turn::BuiltinTurnConfig;
 pub use client::{RelayClientConfig, RelayStatus};
 pub use listener::tls_config;
 pub use server::{Relay, RelayConfig};

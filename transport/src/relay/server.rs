@@ -89,6 +89,10 @@ pub struct RelayConfig {
     pub trust_forwarded_for: bool,
     /// Worker threads.
     pub threads: usize,
+    /// Run a TURN server inside the relay too (UDP); its URL is added to
+    /// the ICE servers handed out, with credentials from `ice.secret` (a
+    /// random one when unset).
+    pub builtin_turn: Option<super::builtin_turn::BuiltinTurnConfig>,
 }
 
 impl Default for RelayConfig {
@@ -103,6 +107,7 @@ impl Default for RelayConfig {
             idle_timeout: Duration::from_secs(60),
             trust_forwarded_for: false,
             threads: 2,
+            builtin_turn: None,
         }
     }
 }
@@ -147,6 +152,7 @@ type AppState = Arc<RelayState>;
 /// A running relay. Dropping it shuts it down.
 pub struct Relay {
     state: Arc<RelayState>,
+    turn: Option<super::builtin_turn::BuiltinTurn>,
     runtime: Option<tokio::runtime::Runtime>,
     stop: watch::Sender<bool>,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -173,7 +179,7 @@ fn origin_of(url: &str) -> String {
 
 impl Relay {
     /// Binds and starts serving.
-    pub fn start(config: RelayConfig) -> Result<Self> {
+    pub fn start(mut config: RelayConfig) -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.threads.max(1))
             .thread_name("peep-relay")
@@ -197,6 +203,26 @@ impl Relay {
             },
             |u| u.trim_end_matches('/').to_owned(),
         );
+        let turn = match &config.builtin_turn {
+            Some(turn_config) => {
+                let secret = match &config.ice.secret {
+                    Some(s) => s.clone(),
+                    None => crate::Secret::new(crate::auth::random_hex(32)?),
+                };
+                let host = origin_of(&public_url);
+                let realm = host.rsplit("://").next().unwrap_or("peep").split(':').next().unwrap_or("peep").to_owned();
+                let server =
+                    runtime.block_on(super::builtin_turn::BuiltinTurn::start(turn_config, secret.clone(), &realm))?;
+                let at = SocketAddr::new(turn_config.public_ip, server.local_addr.port());
+                config.ice.secret = Some(secret);
+                config.ice.turn_urls.push(format!("turn:{at}?transport=udp"));
+                if config.ice.stun_urls.is_empty() {
+                    config.ice.stun_urls.push(format!("stun:{at}"));
+                }
+                Some(server)
+            }
+            None => None,
+        };
         let (stop, stop_rx) = watch::channel(false);
         let per_ip = Arc::new(PerIp::default());
         let state = Arc::new(RelayState {
@@ -231,7 +257,7 @@ impl Relay {
             }
         });
         runtime.spawn(poll_loop(state.clone()));
-        Ok(Self { state, runtime: Some(runtime), stop, server: Some(server), local_addr })
+        Ok(Self { state, turn, runtime: Some(runtime), stop, server: Some(server), local_addr })
     }
 
     /// The address it listens on.
@@ -249,6 +275,16 @@ impl Relay {
         lock(&self.state.core).counters()
     }
 
+    /// The built-in TURN server's counters and address, if it runs.
+    pub fn builtin_turn(&self) -> Option<(&super::builtin_turn::TurnCounters, SocketAddr)> {
+        self.turn.as_ref().map(|t| (t.counters.as_ref(), t.local_addr))
+    }
+
+    /// The ICE servers handed out (with the built-in TURN server's, if any).
+    pub fn ice_urls(&self) -> Vec<String> {
+        self.state.ice.stun_urls.iter().chain(&self.state.ice.turn_urls).cloned().collect()
+    }
+
     /// Connections refused for being over the per-address limit.
     pub fn connections_refused(&self) -> u64 {
         self.state.per_ip.refused.load(Ordering::Relaxed)
@@ -264,11 +300,16 @@ impl Relay {
     fn shutdown_inner(&mut self) {
         let Some(runtime) = self.runtime.take() else { return };
         let _ = self.stop.send(true);
-        if let Some(server) = self.server.take() {
-            runtime.block_on(async {
+        let turn = self.turn.take();
+        let server = self.server.take();
+        runtime.block_on(async {
+            if let Some(server) = server {
                 let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
-            });
-        }
+            }
+            if let Some(turn) = turn {
+                turn.close().await;
+            }
+        });
         runtime.shutdown_timeout(Duration::from_secs(1));
     }
 }
