@@ -11,6 +11,7 @@ use peep_transport::relay::rooms::{Limits, Rate};
 use peep_transport::relay::turn::IceSettings;
 use peep_transport::{Relay, RelayClientConfig, RelayConfig, RelayStatus, Secret, Share, ShareConfig};
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite;
 
 const TURN_SECRET: &str = "relay-test-secret";
 

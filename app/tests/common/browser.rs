@@ -1,42 +1,30 @@
 //! A headless Debian Chromium driven over the DevTools protocol (CDP), for
 //! tests that watch a share in a real browser.
 //!
-//! Chromium gathers no loopback ICE candidate unless the page holds camera
-//! permission (see shared/FACTS.md): the harness grants it and, before any
-//! page script runs, makes `createOffer` first open a fake camera. That is
-//! test plumbing standing in for a second machine on the LAN; the viewer
-//! page itself never asks for a camera.
+//! Two set-ups:
+//! * [`Browser::launch`] — on this machine's loopback. Chromium gathers no
+//!   loopback ICE candidate unless the page holds camera permission (see
+//!   shared/FACTS.md): the harness grants it and, before any page script
+//!   runs, makes `createOffer` first open a fake camera, and turns off mDNS
+//!   hiding of host addresses. That is test plumbing standing in for a
+//!   second machine on the LAN; the viewer page itself never asks for a
+//!   camera.
+//! * [`Browser::launch_in`] — inside a network namespace (a test host),
+//!   with Chromium's default WebRTC behaviour: no camera, host addresses
+//!   hidden behind mDNS `.local` names, as a real remote viewer's browser.
+//!
+//! CDP runs over `--remote-debugging-pipe` (fds 3 and 4, NUL-terminated
+//! JSON), so the test can drive a browser in any network namespace.
 
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message, WebSocket};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// Flags of every headless Chromium here (see shared/FACTS.md).
-const BASE_ARGS: &[&str] = &[
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--autoplay-policy=no-user-gesture-required",
-    "--window-size=1280,800",
-];
 
 /// JS run in every page before its own scripts (see the module docs).
 const LOOPBACK_SHIM: &str = r#"
@@ -47,6 +35,19 @@ const LOOPBACK_SHIM: &str = r#"
       window.__peepTestCamera = await navigator.mediaDevices.getUserMedia({ video: true });
     }
     return original.apply(this, args);
+  };
+})();
+"#;
+
+/// JS run in every page: keeps the last SDP offer the page POSTed (to
+/// WHEP) in `window.__peepOffer`, so tests can see which candidates the
+/// browser revealed.
+const OFFER_RECORDER: &str = r#"
+(() => {
+  const original = window.fetch;
+  window.fetch = function (resource, init) {
+    if (init && init.method === 'POST' && typeof init.body === 'string') window.__peepOffer = init.body;
+    return original.apply(this, arguments);
   };
 })();
 "#;
@@ -94,52 +95,42 @@ window.__peepReadMark = () => {
 };
 "#;
 
-/// How we talk to Chromium: its DevTools WebSocket, or (for a browser in a
-/// network namespace, whose loopback we cannot reach) the DevTools pipe on
-/// its fds 3 and 4, NUL-separated JSON.
-enum Transport {
-    Ws(Box<WebSocket<MaybeTlsStream<TcpStream>>>),
-    Pipe { input: std::process::ChildStdin, output: BufReader<std::process::ChildStdout> },
-}
-
-impl Transport {
-    fn send(&mut self, text: String) {
-        match self {
-            Self::Ws(ws) => ws.send(Message::text(text)).expect("send to DevTools"),
-            Self::Pipe { input, .. } => {
-                use std::io::Write as _;
-                input.write_all(text.as_bytes()).and_then(|()| input.write_all(b"\0")).expect("write to DevTools pipe");
-                input.flush().expect("flush DevTools pipe");
-            }
-        }
+/// JS that records glass-to-glass latency: for every presented frame, its
+/// expected display time (wall clock) minus the capture time the synthetic
+/// source stamped into it. Results accumulate in `window.__lat` (ms); frames
+/// whose mark cannot be read are counted in `window.__latUnread`. Nothing is
+/// filtered out, so a regression to seconds shows.
+pub const LATENCY_PROBE: &str = r#"
+(() => {
+  window.__lat = [];
+  window.__latUnread = 0;
+  const v = document.getElementById('video');
+  const cb = (now, meta) => {
+    const m = window.__peepReadMark();
+    if (m) {
+      const shown = performance.timeOrigin + meta.expectedDisplayTime;
+      let d = (shown % 4294967296) - m.timestampMs;
+      if (d < -2147483648) d += 4294967296;
+      window.__lat.push(d);
+    } else {
+      window.__latUnread += 1;
     }
-
-    fn recv(&mut self) -> String {
-        match self {
-            Self::Ws(ws) => loop {
-                if let Message::Text(text) = ws.read().expect("read from DevTools") {
-                    return text.as_str().to_owned();
-                }
-            },
-            Self::Pipe { output, .. } => {
-                let mut message = Vec::new();
-                let n = output.read_until(0, &mut message).expect("read from DevTools pipe");
-                assert!(n > 0, "Chromium closed its DevTools pipe (did it crash?)");
-                message.pop();
-                String::from_utf8(message).expect("DevTools UTF-8")
-            }
-        }
-    }
-}
+    v.requestVideoFrameCallback(cb);
+  };
+  v.requestVideoFrameCallback(cb);
+  return true;
+})()
+"#;
 
 /// A running Chromium.
 pub struct Browser {
     child: Child,
-    transport: Transport,
+    to_browser: std::io::PipeWriter,
+    from_browser: BufReader<std::io::PipeReader>,
     next_id: u64,
     profile: std::path::PathBuf,
-    /// Open the fake camera so loopback candidates are gathered (see the module docs).
-    loopback_shim: bool,
+    /// Loopback set-up: grant the camera and install the shim in each page.
+    loopback: bool,
 }
 
 /// One tab.
@@ -150,42 +141,33 @@ pub struct Page {
 }
 
 impl Browser {
-    /// Starts headless Chromium. Fails with an install hint when it is missing.
+    /// Starts headless Chromium for loopback tests (see the module docs).
+    /// Fails with an install hint when it is missing.
     pub fn launch() -> Self {
         Self::launch_with(&[])
     }
 
-    /// Starts headless Chromium with extra command-line flags.
+    /// [`Browser::launch`] with extra command-line flags.
     pub fn launch_with(extra_args: &[&str]) -> Self {
-        let profile = Self::profile();
-        let mut child = Command::new(CHROMIUM)
-            .args(BASE_ARGS)
-            .args(["--allow-loopback-in-peer-connection", "--remote-debugging-port=0"])
-            .args(extra_args)
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg("about:blank")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start chromium");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent && let Some(url) = line.strip_prefix("DevTools listening on ") {
-                    let _ = tx.send(url.trim().to_owned());
-                    sent = true;
-                }
-            }
-        });
-        let url = rx.recv_timeout(Duration::from_secs(30)).expect("Chromium printed its DevTools address");
-        let (ws, _) = tungstenite::connect(url.as_str()).expect("connect to DevTools");
-        Self { child, transport: Transport::Ws(Box::new(ws)), next_id: 0, profile, loopback_shim: true }
+        let loopback = [
+            "--allow-loopback-in-peer-connection",
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            "--disable-features=WebRtcHideLocalIpsWithMdns",
+        ];
+        let args: Vec<&str> = loopback.iter().chain(extra_args).copied().collect();
+        Self::start(None, &args, true)
     }
 
-    fn profile() -> std::path::PathBuf {
+    /// Starts headless Chromium inside network namespace `netns`, with
+    /// Chromium's default WebRTC behaviour (mDNS host candidates, no camera).
+    pub fn launch_in(netns: &str, extra_args: &[&str]) -> Self {
+        Self::start(Some(netns), extra_args, false)
+    }
+
+    fn start(netns: Option<&str>, extra_args: &[&str], loopback: bool) -> Self {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
         assert!(
             std::path::Path::new(CHROMIUM).exists(),
             "browser tests need Debian's Chromium: install it with `apt-get install chromium`"
@@ -196,45 +178,83 @@ impl Browser {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
         ));
         std::fs::create_dir_all(&profile).expect("profile dir");
-        profile
-    }
-
-    /// Starts headless Chromium inside a network namespace, as a viewer on
-    /// another machine: no loopback shim (it has a real interface), DevTools
-    /// over a pipe.
-    pub fn launch_in(netns: &str, extra_args: &[&str]) -> Self {
-        let profile = Self::profile();
-        // The shell moves our stdin/stdout pipes to fds 3 and 4, where
-        // --remote-debugging-pipe expects them.
-        let script = format!("exec {CHROMIUM} \"$@\" --remote-debugging-pipe 3<&0 4>&1 0</dev/null 1>/dev/null");
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", netns, "sh", "-c", &script, "chromium"])
-            .args(BASE_ARGS)
+        let (commands_rx, to_browser) = std::io::pipe().expect("pipe");
+        let (from_browser, replies_tx) = std::io::pipe().expect("pipe");
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, CHROMIUM]);
+                c
+            }
+            None => Command::new(CHROMIUM),
+        };
+        command
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+                "--autoplay-policy=no-user-gesture-required",
+                "--remote-debugging-pipe",
+                "--window-size=1280,800",
+            ])
             .args(extra_args)
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg("about:blank")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromium in the namespace");
-        let input = child.stdin.take().expect("stdin");
-        let output = BufReader::new(child.stdout.take().expect("stdout"));
-        Self { child, transport: Transport::Pipe { input, output }, next_id: 0, profile, loopback_shim: false }
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let (read_fd, write_fd) = (commands_rx.as_raw_fd(), replies_tx.as_raw_fd());
+        // SAFETY: between fork and exec only async-signal-safe calls (fcntl,
+        // dup2, close) run; they give the child the two pipe ends Chromium's
+        // --remote-debugging-pipe expects as fds 3 (commands) and 4 (replies),
+        // without the close-on-exec flag. The ends are first copied above 4:
+        // either may itself be fd 3 or 4 (the lowest free numbers), and
+        // dup2-ing in place would then clobber the other, or keep
+        // close-on-exec (dup2 onto itself changes nothing).
+        unsafe {
+            command.pre_exec(move || {
+                let high = [libc::fcntl(read_fd, libc::F_DUPFD, 10), libc::fcntl(write_fd, libc::F_DUPFD, 10)];
+                if high.iter().any(|fd| *fd < 0) {
+                    return Err(std::io::Error::last_os_error());
+                }
+                for (from, to) in [(high[0], 3), (high[1], 4)] {
+                    if libc::dup2(from, to) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    libc::close(from);
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().expect("start chromium");
+        drop((commands_rx, replies_tx));
+        Self { child, to_browser, from_browser: BufReader::new(from_browser), next_id: 0, profile, loopback }
     }
 
     /// Sends a CDP command and waits for its result.
     pub fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        use std::io::Write;
         self.next_id += 1;
         let id = self.next_id;
         let mut msg = json!({ "id": id, "method": method, "params": params });
         if let Some(s) = session {
             msg["sessionId"] = json!(s);
         }
-        self.transport.send(msg.to_string());
+        let mut bytes = msg.to_string().into_bytes();
+        bytes.push(0);
+        self.to_browser.write_all(&bytes).expect("send to DevTools (did Chromium start?)");
         loop {
-            let text = self.transport.recv();
-            let v: Value = serde_json::from_str(&text).expect("DevTools JSON");
+            let mut reply = Vec::new();
+            let n = self.from_browser.read_until(0, &mut reply).expect("read from DevTools");
+            assert!(n > 0 && reply.last() == Some(&0), "Chromium closed its DevTools pipe during {method}");
+            reply.pop();
+            let v: Value = serde_json::from_slice(&reply).expect("DevTools JSON");
             if v["id"].as_u64() == Some(id) {
                 assert!(v.get("error").is_none(), "{method} failed: {}", v["error"]);
                 return v["result"].clone();
@@ -251,7 +271,7 @@ impl Browser {
         let session_id = attached["sessionId"].as_str().expect("sessionId").to_owned();
         let page = Page { target_id, session_id };
         let origin = url.split('/').take(3).collect::<Vec<_>>().join("/");
-        if self.loopback_shim {
+        if self.loopback {
             self.call(
                 None,
                 "Browser.grantPermissions",
@@ -260,11 +280,11 @@ impl Browser {
         }
         self.call(Some(&page.session_id), "Page.enable", json!({}));
         self.call(Some(&page.session_id), "Emulation.setFocusEmulationEnabled", json!({ "enabled": true }));
-        let shim = if self.loopback_shim { LOOPBACK_SHIM } else { "" };
+        let shim = if self.loopback { LOOPBACK_SHIM } else { "" };
         self.call(
             Some(&page.session_id),
             "Page.addScriptToEvaluateOnNewDocument",
-            json!({ "source": format!("{shim}\n{MARK_READER}") }),
+            json!({ "source": format!("{shim}\n{OFFER_RECORDER}\n{MARK_READER}") }),
         );
         self.navigate(&page, url);
         page
