@@ -306,6 +306,9 @@ fn share(args: ShareArgs) -> Result<()> {
         let mut out = std::io::stdout().lock();
         writeln!(out, "Link: {}", session.share().link())?;
         writeln!(out, "WHEP: {}", session.share().whep_url())?;
+        if session.share().relay_status().is_some() {
+            writeln!(out, "LAN: {}", session.share().lan_link())?;
+        }
         out.flush()?;
     }
     eprintln!("peep: sharing {description}; press Ctrl-C to stop");

@@ -88,6 +88,7 @@ pub struct Share {
     local_addr: SocketAddr,
     link: String,
     whep: String,
+    lan_link: String,
     relay: Option<RelayHandle>,
 }
 
@@ -166,7 +167,8 @@ impl Share {
                 IpAddr::V4(v4) => v4.to_string(),
             }
         });
-        let mut link = format!("http://{host}:{}/s/{}", local_addr.port(), shared.token.expose());
+        let lan_link = format!("http://{host}:{}/s/{}", local_addr.port(), shared.token.expose());
+        let mut link = lan_link.clone();
         let mut whep = format!("{link}/whep");
         let (stop_server, stopped) = tokio::sync::oneshot::channel();
         let server = runtime.spawn(crate::server::serve(listener, shared.clone(), stopped));
@@ -232,6 +234,7 @@ impl Share {
             local_addr,
             link,
             whep,
+            lan_link,
             relay,
         })
     }
@@ -240,6 +243,12 @@ impl Share {
     /// relay, the room).
     pub fn link(&self) -> &str {
         &self.link
+    }
+
+    /// The link on this network (the share's own server), also when sharing
+    /// through a relay.
+    pub fn lan_link(&self) -> &str {
+        &self.lan_link
     }
 
     /// The WHEP endpoint for other players.

@@ -725,6 +725,11 @@ async fn sharer_socket(
         .protocols([protocol::SUBPROTOCOL])
         .max_message_size(protocol::MAX_MESSAGE_BYTES)
         .max_frame_size(protocol::MAX_MESSAGE_BYTES)
+        // tungstenite's 128 KiB buffers per connection would dominate a
+        // room's memory; sharer traffic is a few small messages a second.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(4 * protocol::MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| run_sharer(state, socket, ip))
 }
 
