@@ -1,15 +1,15 @@
 //! First frame over the internet (numbers, not pass/fail), in the test
 //! internet of `tests/common/internet.rs` (two homes behind cone NATs,
-//! coturn and `peep relay` on the public side, Chromium in the viewer's
-//! home, `peep share --relay` in the sharer's):
+//! coturn and `peep relay` on the public side, `peep share --relay` in the
+//! sharer's home):
 //!
-//! * **forwarded port** — the viewer opens the share's own link through a
-//!   TCP port forward on the sharer's router (what one would do without a
-//!   relay): signalling goes straight to the sharer;
-//! * **relay** — the relay's link: the WHEP POST is forwarded over the
-//!   sharer's WebSocket; media still goes peer to peer;
-//! * **relay + TURN** — the relay's link with `?ice=relay`: media through
-//!   coturn.
+//! * what relaying the WHEP POST costs: a browser on the sharer's own LAN
+//!   (in its router's namespace) opens the share's LAN link (POST straight
+//!   to the sharer) and the relay's link (POST through the relay and the
+//!   sharer's WebSocket); media takes the same LAN path in both;
+//! * what TURN costs: a browser in the other home opens the relay's link
+//!   (media peer to peer through both NATs) and the same with `?ice=relay`
+//!   (media through coturn).
 //!
 //! For each, a fresh tab: the WHEP POST's round trip and the time from
 //! sending the offer to the first frame on screen, over RUNS tabs each,
@@ -58,42 +58,23 @@ fn main() {
     };
     let out = sharer.wait_for("LAN: ", Duration::from_secs(30));
     let field = |name: &str| out.lines().find_map(|l| l.strip_prefix(name)).expect("printed").trim().to_owned();
-    let relay_link = field("Link: ");
-    // The share's own link, reached through a port forward on its router.
-    let lan = field("LAN: ");
-    let token_path = &lan[lan.find("/s/").expect("token path")..];
-    let forwarded = format!("http://{}:8080{token_path}", internet.sharer.public_ip());
-    internet.sharer.router.run(
-        "iptables",
-        &[
-            "-t",
-            "nat",
-            "-A",
-            "PREROUTING",
-            "-i",
-            &internet.sharer.wan.b.dev,
-            "-p",
-            "tcp",
-            "--dport",
-            "8080",
-            "-j",
-            "DNAT",
-            "--to-destination",
-            &format!("{}:8080", internet.sharer.host_ip()),
-        ],
-        "iptables",
-    );
-    let mut browser = Browser::launch_in(&internet.viewer.host.name, &[]);
-    let modes = [
-        ("forwarded port", forwarded.clone()),
-        ("relay", relay_link.clone()),
-        ("relay + TURN", format!("{relay_link}?ice=relay")),
+    let (relay_link, lan_link) = (field("Link: "), field("LAN: "));
+    // A neighbour on the sharer's LAN (its router's namespace), and a
+    // viewer in the other home.
+    let mut neighbour = Browser::launch_in(&internet.sharer.router.name, &[]);
+    let mut far = Browser::launch_in(&internet.viewer.host.name, &[]);
+    let modes: [(&str, bool, String); 4] = [
+        ("LAN link", true, lan_link.clone()),
+        ("LAN, relayed POST", true, relay_link.clone()),
+        ("internet, direct", false, relay_link.clone()),
+        ("internet, TURN", false, format!("{relay_link}?ice=relay")),
     ];
     let mut post = vec![Vec::new(); modes.len()];
     let mut first = vec![Vec::new(); modes.len()];
     let mut paths = vec![String::new(); modes.len()];
     for run in 0..runs {
-        for (i, (name, url)) in modes.iter().enumerate() {
+        for (i, (name, near, url)) in modes.iter().enumerate() {
+            let browser = if *near { &mut neighbour } else { &mut far };
             let page = browser.open(url);
             browser.wait_for(&page, "window.peep && peep.stats().firstFrameMs !== null", Duration::from_secs(40));
             browser.wait_for(&page, "peep.stats().path", Duration::from_secs(10));
@@ -111,9 +92,9 @@ fn main() {
     println!(
         "first frame over the test internet (cone NATs, 1280x720 typing at 30 fps), {runs} tabs per mode, median / p90:"
     );
-    for (i, (name, _)) in modes.iter().enumerate() {
+    for (i, (name, _, _)) in modes.iter().enumerate() {
         println!(
-            "  {name:<15} path {:<6} WHEP POST {:>6.1} / {:>6.1} ms   offer sent → first frame {:>6.1} / {:>6.1} ms",
+            "  {name:<18} path {:<6} WHEP POST {:>6.1} / {:>6.1} ms   offer sent → first frame {:>6.1} / {:>6.1} ms",
             paths[i],
             median(&mut post[i]),
             p90(&mut post[i]),
@@ -121,10 +102,11 @@ fn main() {
             p90(&mut first[i]),
         );
     }
-    let (direct, relayed, turn) = (median(&mut first[0]), median(&mut first[1]), median(&mut first[2]));
+    let (lan, relayed) = (median(&mut first[0]), median(&mut first[1]));
+    let (direct, turn) = (median(&mut first[2]), median(&mut first[3]));
     println!(
-        "  relaying the WHEP POST adds {:+.1} ms to the first frame (median); TURN / direct first frame = {:.2}×",
-        relayed - direct,
-        turn / relayed
+        "  relaying the WHEP POST adds {:+.1} ms to the first frame (median); first frame through TURN / direct = {:.2}×",
+        relayed - lan,
+        turn / direct
     );
 }

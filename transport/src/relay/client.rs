@@ -191,9 +191,9 @@ enum Ended {
 
 /// The room, once the relay gave one.
 struct Claim {
-    room: String,
+    room: Secret,
     owner: Secret,
-    link: String,
+    link: Secret,
 }
 
 /// State shared by the connection loop and the tasks it spawns.
@@ -251,11 +251,7 @@ pub(crate) async fn run(
                 };
                 attempt += 1;
                 tracing::info!("relay connection lost ({reason}); reconnecting (attempt {attempt})");
-                let _ = status.send(RelayStatus::Reconnecting {
-                    link: Secret::new(c.link.clone()),
-                    attempt,
-                    error: reason,
-                });
+                let _ = status.send(RelayStatus::Reconnecting { link: c.link.clone(), attempt, error: reason });
                 let wait = tokio::time::sleep(backoff(attempt));
                 tokio::pin!(wait);
                 loop {
@@ -316,11 +312,7 @@ impl Client {
                     *reconnects += u32::from(claim.is_some());
                 }
                 let refresh_at = self.set_ice(ice);
-                let _ = status.send(RelayStatus::Connected {
-                    link: Secret::new(link.clone()),
-                    whep: Secret::new(whep),
-                    reconnects: *reconnects,
-                });
+                let _ = status.send(RelayStatus::Connected { link: link.clone(), whep, reconnects: *reconnects });
                 *claim = Some(Claim { room, owner, link });
                 (Duration::from_secs(u64::from(heartbeat_s.clamp(1, 60))), refresh_at)
             }
@@ -332,7 +324,7 @@ impl Client {
                     Ended::Dropped(message)
                 };
             }
-            other => return Ended::Dropped(format!("expected a welcome, got {other:?}")),
+            other => return Ended::Dropped(format!("expected a welcome, got a {}", other.kind())),
         };
         let (out_tx, mut out_rx) = mpsc::channel::<SharerMessage>(OUTBOUND_CAPACITY);
         let mut tick = tokio::time::interval(heartbeat);

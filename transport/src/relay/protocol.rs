@@ -43,9 +43,9 @@ pub enum SharerMessage {
     Hello {
         /// Must be [`VERSION`].
         version: u32,
-        /// The room to reclaim (32 hex digits).
+        /// The room to reclaim (32 hex digits; the link's secret).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        room: Option<String>,
+        room: Option<Secret>,
         /// Its owner secret (64 hex digits); the room id is derived from it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         owner: Option<Secret>,
@@ -124,13 +124,13 @@ pub enum RelayMessage {
     /// The room is the sharer's.
     Welcome {
         /// Room id (32 hex digits): the link's secret part.
-        room: String,
+        room: Secret,
         /// Owner secret to reclaim it with after a drop or a relay restart.
         owner: Secret,
-        /// The viewer page.
-        link: String,
+        /// The viewer page (it carries the room id).
+        link: Secret,
         /// The WHEP endpoint.
-        whep: String,
+        whep: Secret,
         /// Whether an existing room was taken back (false: created).
         reclaimed: bool,
         /// Send a [`SharerMessage::Ping`] at least this often.
@@ -234,6 +234,19 @@ pub enum ErrorCode {
     Timeout,
 }
 
+impl RelayMessage {
+    /// The message's `type`, for logs (never its contents).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Welcome { .. } => "welcome",
+            Self::Ice { .. } => "ice",
+            Self::Request(_) => "request",
+            Self::Pong => "pong",
+            Self::Error { .. } => "error",
+        }
+    }
+}
+
 impl ErrorCode {
     /// Whether retrying cannot help (the sharer gives up and says why).
     pub fn is_fatal(self) -> bool {
@@ -312,7 +325,7 @@ pub fn parse_sharer_message(bytes: &[u8]) -> Result<SharerMessage> {
             match (room, owner) {
                 (None, None) => {}
                 (Some(room), Some(owner)) => {
-                    RoomId::parse(room).ok_or_else(|| bad("room: expected 32 hex digits"))?;
+                    RoomId::parse(room.expose()).ok_or_else(|| bad("room: expected 32 hex digits"))?;
                     OwnerSecret::parse(owner.expose()).ok_or_else(|| bad("owner: expected 64 hex digits"))?;
                 }
                 _ => return Err(bad("hello: give both room and owner, or neither")),
@@ -352,13 +365,13 @@ pub fn parse_relay_message(bytes: &[u8]) -> Result<RelayMessage> {
     let message: RelayMessage = serde_json::from_str(text_of(bytes)?).map_err(|e| json_error(&e))?;
     match &message {
         RelayMessage::Welcome { room, owner, link, whep, ice, .. } => {
-            let room = RoomId::parse(room).ok_or_else(|| bad("room: expected 32 hex digits"))?;
+            let room = RoomId::parse(room.expose()).ok_or_else(|| bad("room: expected 32 hex digits"))?;
             let owner = OwnerSecret::parse(owner.expose()).ok_or_else(|| bad("owner: expected 64 hex digits"))?;
             if owner.room() != room {
                 return Err(bad("welcome: the owner secret does not belong to the room"));
             }
-            check_url("link", link)?;
-            check_url("whep", whep)?;
+            check_url("link", link.expose())?;
+            check_url("whep", whep.expose())?;
             check_ice(ice)?;
         }
         RelayMessage::Ice { ice } => check_ice(ice)?,
@@ -414,7 +427,7 @@ mod tests {
             SharerMessage::Hello { version: 1, room: None, owner: None, admit: false, sessions: vec![] },
             SharerMessage::Hello {
                 version: 1,
-                room: Some(room.clone()),
+                room: Some(Secret::new(room.clone())),
                 owner: Some(Secret::new(owner.clone())),
                 admit: true,
                 sessions: vec!["ab12".into()],
@@ -447,7 +460,7 @@ mod tests {
         };
         let relay = [
             RelayMessage::Welcome {
-                room,
+                room: Secret::new(room),
                 owner: Secret::new(owner),
                 link: "https://relay.test/r/x".into(),
                 whep: "https://relay.test/r/x/whep".into(),
@@ -470,6 +483,38 @@ mod tests {
         ];
         for m in relay {
             assert_eq!(parse_relay_message(encode(&m).as_bytes()).expect("parses"), m);
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_rooms_links_and_secrets() {
+        let (owner, room) = owner_and_room();
+        let welcome = RelayMessage::Welcome {
+            room: Secret::new(room.clone()),
+            owner: Secret::new(owner.clone()),
+            link: Secret::new(format!("https://relay.test/r/{room}")),
+            whep: Secret::new(format!("https://relay.test/r/{room}/whep")),
+            reclaimed: true,
+            heartbeat_s: 10,
+            ice: IceConfig {
+                servers: vec![IceServer {
+                    urls: vec!["turn:192.0.2.1:3478".into()],
+                    username: Some("1:t:s".into()),
+                    credential: Some("turn-password".into()),
+                }],
+                expires_unix: 1,
+            },
+        };
+        let hello = SharerMessage::Hello {
+            version: 1,
+            room: Some(Secret::new(room.clone())),
+            owner: Some(Secret::new(owner.clone())),
+            admit: false,
+            sessions: vec![],
+        };
+        let debug = format!("{welcome:?} {hello:?}");
+        for secret in [room.as_str(), owner.as_str(), "turn-password"] {
+            assert!(!debug.contains(secret), "{debug}");
         }
     }
 

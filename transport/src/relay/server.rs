@@ -238,7 +238,10 @@ impl Relay {
             stop: stop_rx.clone(),
             per_ip: per_ip.clone(),
         });
-        let limits = ListenerLimits { per_ip: config.connections_per_ip.max(1), idle: config.idle_timeout };
+        // Behind a reverse proxy every connection comes from the proxy: the
+        // per-address connection limit is the proxy's job then.
+        let per_ip_limit = if config.trust_forwarded_for { usize::MAX } else { config.connections_per_ip.max(1) };
+        let limits = ListenerLimits { per_ip: per_ip_limit, idle: config.idle_timeout };
         let listener = {
             let _guard = runtime.enter();
             RelayListener::start(tcp, tls, limits, per_ip, stop_rx.clone())
@@ -835,11 +838,13 @@ fn handle(state: &RelayState, conn: ConnId, greeted: bool, message: SharerMessag
             if version != protocol::VERSION {
                 return Some((ErrorCode::Version, "unsupported protocol version: update Peep or the relay".into()));
             }
-            let claim =
-                match (room.as_deref().and_then(RoomId::parse), owner.and_then(|o| OwnerSecret::parse(o.expose()))) {
-                    (Some(room), Some(owner)) => Some((room, owner)),
-                    _ => None,
-                };
+            let claim = match (
+                room.as_ref().and_then(|r| RoomId::parse(r.expose())),
+                owner.and_then(|o| OwnerSecret::parse(o.expose())),
+            ) {
+                (Some(room), Some(owner)) => Some((room, owner)),
+                _ => None,
+            };
             let result = lock(&state.core).hello(conn, claim, admit, now, || OwnerSecret::random().ok());
             let welcome = match result {
                 Ok(w) => w,
@@ -870,10 +875,10 @@ fn handle(state: &RelayState, conn: ConnId, greeted: bool, message: SharerMessag
                 state,
                 conn,
                 RelayMessage::Welcome {
-                    room: welcome.room.to_string(),
+                    room: crate::Secret::new(welcome.room.to_string()),
                     owner: crate::Secret::new(welcome.owner.to_hex()),
-                    whep: format!("{link}/whep"),
-                    link,
+                    whep: crate::Secret::new(format!("{link}/whep")),
+                    link: crate::Secret::new(link),
                     reclaimed: welcome.reclaimed,
                     heartbeat_s: HEARTBEAT.as_secs() as u32,
                     ice,
