@@ -790,3 +790,25 @@ fn the_builtin_turn_server_allocates_for_minted_credentials_only() {
     assert_eq!(counters.allocations.load(std::sync::atomic::Ordering::Relaxed), 1);
     assert!(counters.auth_refused.load(std::sync::atomic::Ordering::Relaxed) >= 1);
 }
+
+#[test]
+fn a_sharer_that_stops_reading_is_cut_off_and_other_rooms_keep_working() {
+    let relay =
+        Relay::start(RelayConfig { stall_timeout: Duration::from_millis(500), ..relay_config() }).expect("relay");
+    let healthy = share_via(&relay, |_| {});
+    let mut stalled = RawSharer::connect(&relay);
+    stalled.hello();
+    // It keeps talking (pings) but never reads the pongs: the relay's
+    // queue and then the socket fill up.
+    let pinger = std::thread::spawn(move || {
+        for _ in 0..2_000_000 {
+            if stalled.ws.send(tungstenite::Message::text(r#"{"type":"ping"}"#)).is_err() {
+                return true;
+            }
+        }
+        false
+    });
+    wait_until("the stalled sharer is cut off", Duration::from_secs(60), || relay.counters().connections_stalled >= 1);
+    assert_eq!(post(&relay, &room_path(&healthy), &[]).status, 201, "other rooms keep working");
+    assert!(pinger.join().expect("pinger"), "the relay closed the stalled connection");
+}

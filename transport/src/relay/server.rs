@@ -51,7 +51,8 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// reading (stalled): its connection is closed, its requests fail, and its
 /// room waits for it to reconnect.
 pub const SHARER_QUEUE: usize = 64;
-/// A send to a sharer blocked this long means it stalled.
+/// A send to a sharer blocked this long means it stalled (default of
+/// [`RelayConfig::stall_timeout`]).
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Malformed messages tolerated on one connection before it is closed.
 pub const MAX_BAD_MESSAGES: u32 = 8;
@@ -89,6 +90,9 @@ pub struct RelayConfig {
     pub trust_forwarded_for: bool,
     /// Worker threads.
     pub threads: usize,
+    /// A sharer that does not take a message for this long has stalled: its
+    /// connection is closed (its room waits for it to reconnect).
+    pub stall_timeout: Duration,
     /// Run a TURN server inside the relay too (UDP); its URL is added to
     /// the ICE servers handed out, with credentials from `ice.secret` (a
     /// random one when unset).
@@ -107,6 +111,7 @@ impl Default for RelayConfig {
             idle_timeout: Duration::from_secs(60),
             trust_forwarded_for: false,
             threads: 2,
+            stall_timeout: SEND_TIMEOUT,
             builtin_turn: None,
         }
     }
@@ -142,6 +147,7 @@ struct RelayState {
     origin: String,
     ice: IceSettings,
     trust_forwarded_for: bool,
+    stall_timeout: Duration,
     next_conn: AtomicU64,
     stop: watch::Receiver<bool>,
     per_ip: Arc<PerIp>,
@@ -234,6 +240,7 @@ impl Relay {
             public_url,
             ice: config.ice.clone(),
             trust_forwarded_for: config.trust_forwarded_for,
+            stall_timeout: config.stall_timeout,
             next_conn: AtomicU64::new(1),
             stop: stop_rx.clone(),
             per_ip: per_ip.clone(),
@@ -788,7 +795,7 @@ async fn run_sharer(state: AppState, socket: WebSocket, ip: IpAddr) {
             }
             Some(message) = outbound.recv() => {
                 let text = protocol::encode(&message);
-                match tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::text(text))).await {
+                match tokio::time::timeout(state.stall_timeout, sink.send(Message::text(text))).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => break None,
                     Err(_) => {
