@@ -37,6 +37,23 @@ Deployment (see docs/deploy-relay.md):
   * Rooms survive a relay restart: sharers reconnect and reclaim them with
     their owner secret; links keep working.";
 
+/// The log filter for `wanted` (PEEP_LOG or the default), whatever it
+/// asks for, never logging the relay's WebSocket frames: they carry room
+/// ids, owner secrets and passwords ([`peep_transport::relay::LOG_REDACTIONS`]).
+pub fn log_filter(wanted: &str) -> String {
+    let kept: Vec<&str> = wanted
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !(d.is_empty() || d.starts_with("tungstenite") || d.starts_with("tokio_tungstenite")))
+        .collect();
+    let mut filter = kept.join(",");
+    if !filter.is_empty() {
+        filter.push(',');
+    }
+    filter.push_str(peep_transport::relay::LOG_REDACTIONS);
+    filter
+}
+
 /// Command-line arguments of `peep relay`.
 #[derive(Debug, clap::Args)]
 pub struct RelayArgs {
@@ -262,6 +279,16 @@ mod tests {
             ("203.0.113.9".into(), (50000, 50099), false)
         );
         assert!(parse(&["--turn-listen", "0.0.0.0:3478", "--turn-ports", "9-1"]).is_err());
+    }
+
+    #[test]
+    fn logs_never_include_websocket_frames() {
+        assert_eq!(log_filter("trace"), format!("trace,{}", peep_transport::relay::LOG_REDACTIONS));
+        assert_eq!(
+            log_filter("debug, tungstenite=trace,tokio_tungstenite::compat=trace,peep=info"),
+            format!("debug,peep=info,{}", peep_transport::relay::LOG_REDACTIONS)
+        );
+        assert_eq!(log_filter(""), peep_transport::relay::LOG_REDACTIONS);
     }
 
     #[test]

@@ -26,6 +26,12 @@ mod server;
 pub mod turn;
 
 pub use builtin_turn::BuiltinTurnConfig;
+
+/// Log filter directives every program using the relay must add to its
+/// subscriber, whatever else it enables: tungstenite logs whole WebSocket
+/// frames at `trace`, and relay frames carry room ids, owner secrets and
+/// viewers' passwords.
+pub const LOG_REDACTIONS: &str = "tungstenite=debug,tokio_tungstenite=debug";
 pub use client::{RelayClientConfig, RelayStatus};
 pub use listener::tls_config;
 pub use server::{Relay, RelayConfig};
