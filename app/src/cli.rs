@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use peep_capture::platform::PlatformSession;
-use peep_encode::{OpenH264Config, OpenH264Encoder};
+use peep_encode::{Codec, OpenH264Config, OpenH264Encoder};
 
 use crate::pipeline::{Pipeline, PipelineConfig};
 
@@ -45,6 +45,13 @@ enum Command {
         /// Stop after this many seconds (0: run until killed).
         #[arg(long, default_value_t = 0.0)]
         seconds: f64,
+        /// Switch to this scene after `--after` seconds (a full-screen
+        /// change); prints `switch UNIX_MS` on stdout when drawn.
+        #[arg(long, requires = "after")]
+        then: Option<String>,
+        /// Seconds before switching to `--then`.
+        #[arg(long)]
+        after: Option<f64>,
     },
 }
 
@@ -70,8 +77,8 @@ struct ShareArgs {
     #[arg(long, default_value_t = 8080)]
     port: u16,
     /// Viewers must enter this password.
-    #[arg(long, env = "PEEP_PASSWORD", hide_env_values = true)]
-    password: Option<String>,
+    #[arg(long, env = "PEEP_PASSWORD", hide_env_values = true, value_parser = parse_secret)]
+    password: Option<peep_transport::Secret>,
     /// Most viewers at once.
     #[arg(long, default_value_t = 16)]
     max_viewers: usize,
@@ -97,7 +104,29 @@ struct ShareArgs {
     /// Ask to join: each viewer waits until you let it in (type `a N` while sharing).
     #[arg(long)]
     admit: bool,
+    /// Print one JSON line of statistics (sender, encoder, every viewer) to
+    /// stdout every 200 ms, for the network lab's scenarios.
+    #[arg(long, hide = true)]
+    stats_json: bool,
+    /// Also publish to this WHIP endpoint (Janus, LiveKit ingress, mediamtx,
+    /// OvenMediaEngine, Cloudflare Stream…) for audiences beyond a few
+    /// viewers; local viewers keep watching as usual. The URL may carry a
+    /// stream key: only its host is ever printed.
+    #[arg(long, value_name = "URL", env = "PEEP_WHIP_URL", hide_env_values = true, value_parser = parse_secret)]
+    whip: Option<peep_transport::Secret>,
+    /// Bearer token for the WHIP endpoint.
+    #[arg(long, value_name = "TOKEN", env = "PEEP_WHIP_TOKEN", hide_env_values = true, value_parser = parse_secret, requires = "whip")]
+    whip_token: Option<peep_transport::Secret>,
+    /// Video codecs to offer viewers, best first (each viewer gets the
+    /// first its browser plays): h264, vp9, vp8.
+    #[arg(long, default_value = "h264,vp9,vp8", value_parser = parse_codecs)]
+    codecs: CodecList,
 }
+
+/// `--codecs`: one argument naming several codecs (clap would read a `Vec`
+/// as repeated arguments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CodecList(Vec<peep_transport::VideoCodec>);
 
 #[derive(Debug, clap::Args)]
 struct RecordArgs {
@@ -141,6 +170,11 @@ pub fn parse_bitrate(text: &str) -> Result<u32, String> {
     Ok(value as u32)
 }
 
+/// Wraps a secret argument so `Debug` of the parsed arguments hides it.
+fn parse_secret(text: &str) -> Result<peep_transport::Secret, String> {
+    Ok(peep_transport::Secret::from(text))
+}
+
 /// Parses `WIDTHxHEIGHT`.
 pub fn parse_size(text: &str) -> Result<(u32, u32), String> {
     let err = || format!("size {text:?}: expected WIDTHxHEIGHT, e.g. 1920x1080");
@@ -161,7 +195,9 @@ pub fn run() -> Result<()> {
         Some(Command::Share(args)) => share(args),
         Some(Command::Relay(args)) => crate::relay::run(args),
         #[cfg(target_os = "linux")]
-        Some(Command::DemoWindow { scene, fps, seconds }) => demo_window(&scene, fps, seconds),
+        Some(Command::DemoWindow { scene, fps, seconds, then, after }) => {
+            demo_window(&scene, fps, seconds, then.as_deref().zip(after))
+        }
         #[cfg(not(target_os = "linux"))]
         Some(Command::DemoWindow { .. }) => bail!("demo-window needs X11"),
         None if crate::gui::display_available() => crate::gui::run(),
@@ -288,11 +324,12 @@ fn share(args: ShareArgs) -> Result<()> {
         bind: args.bind,
         port: args.port,
         public_host: args.public_host,
-        password: args.password.map(peep_transport::Secret::from),
+        password: args.password,
         max_viewers: args.max_viewers,
         bitrate: range,
         relay: args.relay.map(|url| peep_transport::RelayClientConfig { url, ca_file: args.relay_ca }),
         admit: args.admit,
+        codecs: args.codecs.0,
         ..ShareConfig::default()
     };
     let pipeline = PipelineConfig { fps: args.fps, max_height, ..PipelineConfig::default() };
@@ -311,6 +348,14 @@ fn share(args: ShareArgs) -> Result<()> {
         }
         out.flush()?;
     }
+    if let Some(url) = args.whip {
+        let config = peep_transport::WhipConfig { url, token: args.whip_token };
+        session.share().start_publish(config)?;
+        let server = session.share().publish_status().map(|p| p.server).unwrap_or_default();
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "Publishing (WHIP) to {server}")?;
+        out.flush()?;
+    }
     eprintln!("peep: sharing {description}; press Ctrl-C to stop");
     if args.admit {
         eprintln!("peep: viewers ask to join; {}", crate::console::HELP);
@@ -319,7 +364,8 @@ fn share(args: ShareArgs) -> Result<()> {
     let (mut announced, mut relay_failed) = (0u64, false);
     let started = Instant::now();
     let deadline = args.seconds.map(|s| started + Duration::from_secs_f64(s.max(0.0)));
-    let mut last = (Instant::now(), 0u64, 0u64);
+    let mut last = (Instant::now(), [(0u64, 0u64); 3], 0u64);
+    let mut publish_failed = None;
     while !interrupted.load(Relaxed) && deadline.is_none_or(|d| Instant::now() < d) && !session.is_finished() {
         std::thread::sleep(Duration::from_millis(200));
         let share = session.share();
@@ -335,30 +381,219 @@ fn share(args: ShareArgs) -> Result<()> {
             relay_failed = true;
             eprintln!("\npeep: {why}; viewers already watching keep watching, new ones cannot join");
         }
+        if let Some(p) = share.publish_status().filter(|p| p.state == peep_transport::PublishState::Failed) {
+            publish_failed =
+                Some(format!("WHIP publish to {} failed: {}", p.server, p.message.as_deref().unwrap_or("?")));
+            break;
+        }
         let now = Instant::now();
+        if args.stats_json {
+            print_stats_json(&session)?;
+        }
         if now - last.0 >= Duration::from_secs(1) {
-            let stats = session.pipeline_stats();
-            let (frames, bytes) = (stats.frames_encoded.load(Relaxed), stats.bytes.load(Relaxed));
             let secs = (now - last.0).as_secs_f64();
-            let viewers = session.share().connected_viewers();
+            let mut counts = [(0u64, 0u64); 3];
+            for (count, codec) in counts.iter_mut().zip(Codec::ALL) {
+                let c = session.pipeline_stats().codec(codec);
+                *count = (c.frames_encoded.load(Relaxed), c.bytes.load(Relaxed));
+            }
+            let publish = session.share().publish_status();
+            let published = publish.as_ref().map_or(0, |p| p.bytes_sent);
+            let whip =
+                publish.as_ref().map(|p| publish_words(p, (published.saturating_sub(last.2)) as f64 * 8.0 / secs));
             let paths = crate::console::viewer_paths(&session.share().viewers());
             let relay = session.share().relay_status().map(|s| crate::console::relay_words(&s)).unwrap_or_default();
             eprint!(
-                "\rviewers {viewers}  fps {:>5.1}  bitrate {:>6.0} kbps  target {:>6.0} kbps  encode {:>5.1} ms  {}{}  ",
-                (frames - last.1) as f64 / secs,
-                (bytes - last.2) as f64 * 8.0 / secs / 1e3,
-                session.share().stats().target_bps.load(Relaxed) as f64 / 1e3,
-                stats.encode_time.quantile(0.5).as_secs_f64() * 1e3,
+                "\r{}  {}{}{}  ",
+                status_line(&session, secs, &last.1, &counts),
                 if paths.is_empty() { String::new() } else { format!("[{paths}]  ") },
+                whip.unwrap_or_default(),
                 relay,
             );
-            last = (now, frames, bytes);
+            last = (now, counts, published);
         }
     }
     eprintln!();
     let result = session.stop();
     eprintln!("peep: share ended");
-    result
+    match publish_failed {
+        Some(failure) => result.and(Err(anyhow::anyhow!(failure))),
+        None => result,
+    }
+}
+
+/// The WHIP publish in the status line: `whip live 1850 kbps rtt 3 ms`,
+/// `whip reconnecting in 4 s (…)`.
+pub fn publish_words(p: &peep_transport::PublishSnapshot, bps: f64) -> String {
+    use peep_transport::PublishState;
+    match p.state {
+        PublishState::Live => {
+            let rtt = p.rtt.map_or("-".to_owned(), |r| format!("{:.0} ms", r.as_secs_f64() * 1e3));
+            format!("whip live {:>5.0} kbps rtt {rtt}  ", bps / 1e3)
+        }
+        PublishState::Reconnecting => format!(
+            "whip reconnecting in {} s ({})  ",
+            p.retry_in.map_or(0, |d| d.as_secs_f64().ceil() as u64),
+            p.message.as_deref().unwrap_or("?")
+        ),
+        state => format!("whip {}  ", state.word()),
+    }
+}
+
+/// One line of `share --stats-json`: wall-clock time (ms since the UNIX
+/// epoch, to line up with the receiver's timestamps), cumulative counters,
+/// the encoder's target and every viewer's snapshot.
+fn print_stats_json(session: &crate::session::Session) -> Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let p = session.pipeline_stats();
+    let share = session.share().stats();
+    let viewers = session.share().viewers();
+    let t_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1e3)
+        .unwrap_or(0.0);
+    let line = serde_json::json!({
+        "t_ms": t_ms,
+        "frames_encoded": p.frames_encoded.load(Relaxed),
+        "frames_dropped": p.frames_dropped.load(Relaxed),
+        "frames_skipped_by_encoder": p.frames_skipped_by_encoder.load(Relaxed),
+        "keyframes": p.keyframes.load(Relaxed),
+        "bytes": p.bytes.load(Relaxed),
+        "target_bps": share.target_bps.load(Relaxed),
+        "keyframe_requests": share.keyframe_requests.load(Relaxed),
+        "keyframes_forced": share.keyframes_forced.load(Relaxed),
+        "estimate_bps": viewers.iter().map(|v| v.estimate_bps).min(),
+        "viewers": viewers,
+    });
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// The figures of one running encoder over the last status interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct EncoderFigures {
+    codec: Codec,
+    fps: f64,
+    kbps: f64,
+    target_kbps: f64,
+    encode_ms: f64,
+}
+
+/// `viewers 2 (H.264 1, VP9 1)  H.264  fps  30.0  bitrate … kbps  target … kbps  encode … ms  VP9  fps …`:
+/// the connected viewers by codec, then one block per running encoder.
+fn format_status(
+    viewers: &[peep_transport::ViewerSnapshot],
+    encoders: &[EncoderFigures],
+    send: &SendFigures,
+) -> String {
+    use std::fmt::Write as _;
+    let connected: Vec<_> = viewers.iter().filter(|v| v.state == peep_transport::ViewerState::Connected).collect();
+    let mut line = format!("viewers {}", connected.len());
+    let by_codec: Vec<String> = peep_transport::VideoCodec::ALL
+        .iter()
+        .map(|c| (c, connected.iter().filter(|v| v.codec == *c).count()))
+        .filter(|(_, n)| *n > 0)
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect();
+    if !by_codec.is_empty() {
+        let _ = write!(line, " ({})", by_codec.join(", "));
+    }
+    for e in encoders {
+        let _ = write!(
+            line,
+            "  {}  fps {:>5.1}  bitrate {:>6.0} kbps  target {:>6.0} kbps  encode {:>5.1} ms",
+            e.codec, e.fps, e.kbps, e.target_kbps, e.encode_ms
+        );
+    }
+    if !connected.is_empty() {
+        let _ = write!(
+            line,
+            "  est {:>6.0} kbps  queue {:>4} ms  skipped {}  rtx {}  nack {}  pli {}{}",
+            send.estimate_kbps,
+            send.queue_ms,
+            send.skipped,
+            send.retransmissions,
+            send.nacks,
+            send.plis,
+            if send.fps_limited_by_link { "  fps limited by the link" } else { "" },
+        );
+    }
+    line
+}
+
+/// The status line of a running share; `before`/`now` are frames and bytes
+/// per codec, `secs` apart.
+fn status_line(
+    session: &crate::session::Session,
+    secs: f64,
+    before: &[(u64, u64); 3],
+    now: &[(u64, u64); 3],
+) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let encoders: Vec<EncoderFigures> = Codec::ALL
+        .into_iter()
+        .filter(|codec| session.pipeline_stats().codec(*codec).active.load(Relaxed))
+        .map(|codec| {
+            let i = codec.index();
+            let (frames, bytes) = (now[i].0 - before[i].0, now[i].1 - before[i].1);
+            EncoderFigures {
+                codec,
+                fps: frames as f64 / secs,
+                kbps: bytes as f64 * 8.0 / secs / 1e3,
+                target_kbps: session.share().stats().target_bps_of(crate::session::share_codec(codec)) as f64 / 1e3,
+                encode_ms: session.pipeline_stats().codec(codec).encode_time.quantile(0.5).as_secs_f64() * 1e3,
+            }
+        })
+        .collect();
+    let viewers = session.share().viewers();
+    let stats = session.pipeline_stats();
+    let connected: Vec<_> = viewers.iter().filter(|v| v.state == peep_transport::ViewerState::Connected).collect();
+    let sum = |f: fn(&peep_transport::ViewerSnapshot) -> u64| connected.iter().map(|v| f(v)).sum::<u64>();
+    let send = SendFigures {
+        fps_limited_by_link: stats.fps_limited_by_link.load(Relaxed),
+        estimate_kbps: connected.iter().map(|v| v.estimate_bps).min().unwrap_or(0) as f64 / 1e3,
+        queue_ms: connected.iter().map(|v| v.queue_ms).max().unwrap_or(0),
+        skipped: stats.frames_skipped_budget.load(Relaxed) + stats.frames_skipped_backlog.load(Relaxed),
+        retransmissions: sum(|v| v.retransmissions),
+        nacks: sum(|v| v.nacks),
+        plis: sum(|v| v.plis),
+    };
+    format_status(&viewers, &encoders, &send)
+}
+
+/// What the viewers' send sides see, for the status line: the slowest
+/// estimate, the longest send queue, frames the frame dropper skipped, and
+/// retransmission/NACK/PLI totals; whether the link, not the setting,
+/// limits the frame rate.
+#[derive(Debug, Default)]
+struct SendFigures {
+    fps_limited_by_link: bool,
+    estimate_kbps: f64,
+    queue_ms: u32,
+    skipped: u64,
+    retransmissions: u64,
+    nacks: u64,
+    plis: u64,
+}
+
+/// Parses `h264,vp9,vp8` (best first).
+fn parse_codecs(s: &str) -> Result<CodecList, String> {
+    use peep_transport::VideoCodec;
+    let mut out = Vec::new();
+    for name in s.split(',').map(str::trim) {
+        let codec = match name.to_ascii_lowercase().as_str() {
+            "h264" | "h.264" => VideoCodec::H264,
+            "vp8" => VideoCodec::Vp8,
+            "vp9" => VideoCodec::Vp9,
+            other => return Err(format!("unknown codec {other:?} (h264, vp9, vp8)")),
+        };
+        if !out.contains(&codec) {
+            out.push(codec);
+        }
+    }
+    Ok(CodecList(out))
 }
 
 /// Applies a typed console command.
@@ -421,21 +656,25 @@ fn pipeline_summary(p: &Pipeline, elapsed: Duration, written: u64) -> String {
 }
 
 #[cfg(target_os = "linux")]
-fn demo_window(scene: &str, fps: f32, seconds: f64) -> Result<()> {
+fn demo_window(scene: &str, fps: f32, seconds: f64, then: Option<(&str, f64)>) -> Result<()> {
     use peep_capture::backend::x11::X11Session;
     use peep_capture::marks::FrameMark;
     use peep_capture::synthetic::Scene;
     use peep_capture::synthetic::SyntheticScene;
     use peep_capture::testing::DemoWindow;
-    let scene = Scene::from_name(scene)
-        .with_context(|| format!("unknown scene {scene:?} (static, typing, scrolling, moving)"))?;
+    let parse = |name: &str| {
+        Scene::from_name(name).with_context(|| format!("unknown scene {name:?} (static, typing, scrolling, moving)"))
+    };
+    let scene = parse(scene)?;
+    let mut then =
+        then.map(|(name, after)| parse(name).map(|s| (s, Duration::from_secs_f64(after.max(0.0))))).transpose()?;
     let session = X11Session::connect()?;
     let (w, h) = {
         let screen = session.list_displays()?;
         (screen[0].width, screen[0].height)
     };
     let mut window = DemoWindow::open(session.connection().clone(), 0, 0, w as u16, h as u16, "Peep demo")?;
-    let content = SyntheticScene::new(w as usize, h as usize, scene);
+    let mut content = SyntheticScene::new(w as usize, h as usize, scene);
     let mut frame = vec![0u8; w as usize * h as usize * 4];
     let period = Duration::from_secs_f32(1.0 / fps.clamp(0.1, 240.0));
     let started = Instant::now();
@@ -444,9 +683,24 @@ fn demo_window(scene: &str, fps: f32, seconds: f64) -> Result<()> {
         if seconds > 0.0 && started.elapsed().as_secs_f64() >= seconds {
             break;
         }
-        if index == 0 || content.changed(index) {
-            content.render(index, &mut frame, w as usize * 4, FrameMark::now(index as u32));
-            window.show(&frame, w, h, w as usize * 4)?;
+        let switch = then.filter(|&(_, after)| started.elapsed() >= after).map(|(next, _)| next);
+        if let Some(next) = switch {
+            content = SyntheticScene::new(w as usize, h as usize, next);
+            then = None;
+        }
+        if index == 0 || switch.is_some() || content.changed(index) {
+            let mark = FrameMark::now(index as u32);
+            content.render(index, &mut frame, w as usize * 4, mark);
+            // Repaint only what changed, as applications do (the X server's
+            // damage then covers only that); everything on a scene switch.
+            let all = peep_capture::DamageRect { x: 0, y: 0, width: w, height: h };
+            let region = if index == 0 || switch.is_some() { all } else { content.damage(index).unwrap_or(all) };
+            window.show_region(&frame, w, h, w as usize * 4, region)?;
+            if switch.is_some() {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "switch {}", mark.timestamp_ms)?;
+                out.flush()?;
+            }
         }
         next += period;
         let now = Instant::now();
@@ -471,6 +725,86 @@ mod tests {
         assert!(parse_bitrate("fast").is_err());
         assert!(parse_bitrate("1").is_err());
         assert!(parse_bitrate("").is_err());
+    }
+
+    #[test]
+    fn the_password_argument_never_shows_in_debug_output() {
+        let cli = Cli::try_parse_from(["peep", "share", "--password", "hunter2-arg"]).expect("parses");
+        let debug = format!("{cli:?}");
+        assert!(debug.contains("password: Some(***)") && !debug.contains("hunter2-arg"), "{debug}");
+    }
+
+    #[test]
+    fn whip_url_and_token_never_show_in_debug_output() {
+        let cli = Cli::try_parse_from([
+            "peep",
+            "share",
+            "--whip",
+            "https://customer-x.example/KEY-1234/webRTC/publish",
+            "--whip-token",
+            "tok-5678",
+        ])
+        .expect("parses");
+        let debug = format!("{cli:?}");
+        assert!(!debug.contains("KEY-1234") && !debug.contains("tok-5678"), "{debug}");
+        assert!(Cli::try_parse_from(["peep", "share", "--whip-token", "t"]).is_err(), "a token needs a URL");
+    }
+
+    #[test]
+    fn status_names_each_viewers_codec_and_each_running_encoder() {
+        use peep_transport::{VideoCodec, ViewerSnapshot, ViewerState};
+        let viewer = |codec, state| ViewerSnapshot {
+            id: "x".into(),
+            remote: "127.0.0.1:1".parse().expect("addr"),
+            codec,
+            state,
+            connected_for: Duration::from_secs(1),
+            rtt: None,
+            path: None,
+            loss: 0.0,
+            estimate_bps: 0,
+            bytes_sent: 0,
+            frames_sent: 0,
+            frames_dropped: 0,
+            frames_skipped: 0,
+            keyframe_requests: 0,
+            queue_ms: 0,
+            retransmissions: 0,
+            nacks: 0,
+            plis: 0,
+        };
+        let viewers = [
+            viewer(VideoCodec::H264, ViewerState::Connected),
+            viewer(VideoCodec::Vp9, ViewerState::Connected),
+            viewer(VideoCodec::H264, ViewerState::Connected),
+            viewer(VideoCodec::Vp8, ViewerState::Connecting),
+        ];
+        let figures = |codec, fps| EncoderFigures { codec, fps, kbps: 900.0, target_kbps: 1000.0, encode_ms: 9.5 };
+        let send = SendFigures {
+            fps_limited_by_link: true,
+            estimate_kbps: 1200.0,
+            queue_ms: 12,
+            skipped: 3,
+            retransmissions: 4,
+            nacks: 5,
+            plis: 1,
+        };
+        let line = format_status(&viewers, &[figures(Codec::H264, 30.0), figures(Codec::Vp9, 15.0)], &send);
+        assert_eq!(
+            line,
+            "viewers 3 (H.264 2, VP9 1)  H.264  fps  30.0  bitrate    900 kbps  target   1000 kbps  encode   9.5 ms  \
+             VP9  fps  15.0  bitrate    900 kbps  target   1000 kbps  encode   9.5 ms  \
+             est   1200 kbps  queue   12 ms  skipped 3  rtx 4  nack 5  pli 1  fps limited by the link"
+        );
+        assert_eq!(format_status(&[], &[], &SendFigures::default()), "viewers 0");
+    }
+
+    #[test]
+    fn codec_lists_parse_in_order() {
+        use peep_transport::VideoCodec::*;
+        assert_eq!(parse_codecs("h264,vp9,vp8"), Ok(CodecList(vec![H264, Vp9, Vp8])));
+        assert_eq!(parse_codecs("VP8, h264, vp8"), Ok(CodecList(vec![Vp8, H264])));
+        assert!(parse_codecs("av1").is_err());
     }
 
     #[test]

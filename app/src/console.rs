@@ -138,6 +138,7 @@ mod tests {
         let viewer = |path, rtt_ms: Option<u64>| ViewerSnapshot {
             id: "v".into(),
             remote: "192.0.2.1:0".parse().expect("addr"),
+            codec: peep_transport::VideoCodec::H264,
             state: ViewerState::Connected,
             connected_for: Duration::ZERO,
             rtt: rtt_ms.map(Duration::from_millis),
@@ -147,7 +148,12 @@ mod tests {
             bytes_sent: 0,
             frames_sent: 0,
             frames_dropped: 0,
+            frames_skipped: 0,
             keyframe_requests: 0,
+            queue_ms: 0,
+            retransmissions: 0,
+            nacks: 0,
+            plis: 0,
         };
         let paths = viewer_paths(&[viewer(Some(ViewerPath::Direct), Some(12)), viewer(Some(ViewerPath::Relay), None)]);
         assert_eq!(paths, "direct 12 ms, relay – ms".replace("– ms", "–"));

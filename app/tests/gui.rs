@@ -1,5 +1,6 @@
 //! The GUI's logic and drawing, driven by egui_kittest without a display.
 
+use eframe::egui::accesskit::Role;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use peep::gui::model::{Command, Event, Model, Phase, Status};
@@ -8,7 +9,7 @@ use peep::settings::Settings;
 use peep_capture::{SourceInfo, SourceKind};
 use std::time::Duration;
 
-use peep_transport::{Knock, RelayStatus, ViewerSnapshot, ViewerState};
+use peep_transport::{Knock, RelayStatus, VideoCodec, ViewerSnapshot, ViewerState};
 
 type State = (Model, Vec<Command>);
 
@@ -41,10 +42,11 @@ fn harness() -> Harness<'static, State> {
     )
 }
 
-fn viewer(id: &str) -> ViewerSnapshot {
+fn viewer(id: &str, codec: VideoCodec) -> ViewerSnapshot {
     ViewerSnapshot {
         id: id.into(),
         remote: "192.0.2.9:50000".parse().expect("addr"),
+        codec,
         state: ViewerState::Connected,
         connected_for: std::time::Duration::from_secs(12),
         rtt: Some(std::time::Duration::from_millis(3)),
@@ -54,7 +56,12 @@ fn viewer(id: &str) -> ViewerSnapshot {
         bytes_sent: 1,
         frames_sent: 1,
         frames_dropped: 0,
+        frames_skipped: 0,
         keyframe_requests: 0,
+        queue_ms: 40,
+        retransmissions: 7,
+        nacks: 3,
+        plis: 1,
     }
 }
 
@@ -64,7 +71,9 @@ fn start_share_then_stop() {
     h.run();
     h.get_by_label("Start sharing").click();
     h.run();
-    let Some(Command::Start { source, quality, fps, port, password, .. }) = h.state().1.last().cloned() else {
+    let Some(Command::Start { source, quality, fps, port, password, relay: None, admit: false, publish: None }) =
+        h.state().1.last().cloned()
+    else {
         panic!("start command: {:?}", h.state().1)
     };
     assert_eq!((source.as_str(), quality.as_str(), fps, port, password), ("monitor:DP-1", "balanced", 30, 8080, None));
@@ -88,17 +97,22 @@ fn viewers_are_listed_and_can_be_kicked() {
     h.get_by_label("Start sharing").click();
     h.run();
     h.state_mut().0.apply(Event::Started { link: "http://x/s/t".into(), port: 8080 });
-    h.state_mut().0.apply(Event::Status(Status {
-        viewers: vec![viewer("v1")],
+    h.state_mut().0.apply(Event::Status(Box::new(Status {
+        viewers: vec![viewer("v1", VideoCodec::Vp9)],
         fps: 30.0,
         kbps: 2000.0,
         ..Status::default()
-    }));
+    })));
     h.run();
     h.get_by_label("Viewers (1)");
     h.get_by_label("192.0.2.9");
+    h.get_by_label("VP9"); // the viewer's codec
     h.get_by_label("3.0 ms");
     h.get_by_label("relay");
+    // The send side's figures: queue, retransmissions, NACK/PLI.
+    h.get_by_label("40 ms");
+    h.get_by_label("7");
+    h.get_by_label("3/1");
     h.get_by_label("Kick").click();
     h.run();
     assert_eq!(h.state().1.last(), Some(&Command::Kick("v1".into())));
@@ -174,12 +188,12 @@ fn over_the_internet_with_a_relay_and_ask_to_join() {
     h.get_by_label("Start sharing").click();
     h.run();
     h.state_mut().0.apply(Event::Started { link: "https://relay.example.org/r/0123".into(), port: 8080 });
-    h.state_mut().0.apply(Event::Status(Status {
-        viewers: vec![viewer("v1")],
+    h.state_mut().0.apply(Event::Status(Box::new(Status {
+        viewers: vec![viewer("v1", VideoCodec::H264)],
         relay: Some(RelayStatus::Reconnecting { link: "l".into(), attempt: 1, error: "connection reset".into() }),
         knocks: vec![Knock { id: 3, remote: "198.51.100.4".parse().expect("ip"), waiting: Duration::from_secs(2) }],
         ..Status::default()
-    }));
+    })));
     h.run();
     h.get_by_label("https://relay.example.org/r/0123");
     h.get_by_label_contains("Relay connection lost (connection reset)");
@@ -187,12 +201,71 @@ fn over_the_internet_with_a_relay_and_ask_to_join() {
     h.get_by_label("Let in").click();
     h.run();
     assert_eq!(h.state().1.last(), Some(&Command::Admit(3, true)));
-    h.state_mut().0.apply(Event::Status(Status {
+    h.state_mut().0.apply(Event::Status(Box::new(Status {
         relay: Some(RelayStatus::Connected { link: "l".into(), whep: "w".into(), reconnects: 1 }),
         ..Status::default()
-    }));
+    })));
     h.run();
     assert!(h.state().0.banner.is_none(), "the relay banner goes once the room is back");
     h.get_by_label_contains("room reclaimed");
     assert!(h.state().0.settings_dirty, "the relay URL is persisted");
+}
+
+#[test]
+fn publish_to_a_server_with_url_and_token_then_its_state_bitrate_and_rtt_show() {
+    use peep_transport::{PublishSnapshot, PublishState};
+    let mut h = harness();
+    h.run();
+    for (role, field, text) in [
+        (Role::TextInput, "Server URL", "http://192.0.2.7:7080/whip/endpoint/room1"),
+        (Role::PasswordInput, "Token", "t0ken-secret"),
+    ] {
+        h.get_by_role_and_label(role, field).focus();
+        h.run();
+        h.get_by_role_and_label(role, field).type_text(text);
+        h.run();
+    }
+    h.get_by_label("Publish to a server").click();
+    h.run();
+    h.get_by_label("Start sharing").click();
+    h.run();
+    let Some(Command::Start { publish: Some(config), .. }) = h.state().1.last().cloned() else {
+        panic!("start with a publish: {:?}", h.state().1)
+    };
+    assert_eq!(config.url.expose(), "http://192.0.2.7:7080/whip/endpoint/room1");
+    assert_eq!(config.token.as_ref().map(|t| t.expose()), Some("t0ken-secret"));
+    h.state_mut().0.apply(Event::Started { link: "http://x/s/t".into(), port: 8080 });
+    let publish = PublishSnapshot {
+        state: PublishState::Live,
+        server: "192.0.2.7:7080".into(),
+        message: None,
+        live_for: Some(std::time::Duration::from_secs(4)),
+        retry_in: None,
+        publishes: 1,
+        ice_restarts: 0,
+        bytes_sent: 500_000,
+        frames_sent: 120,
+        rtt: Some(std::time::Duration::from_micros(4200)),
+        estimate_bps: 2_400_000,
+        remb_bps: 0,
+        keyframe_requests: 1,
+        ice_servers: 0,
+    };
+    h.state_mut().0.apply(Event::Status(Box::new(Status {
+        publish: Some(publish),
+        publish_kbps: 1850.0,
+        ..Status::default()
+    })));
+    h.run();
+    h.get_by_label("Server (WHIP)");
+    h.get_by_label("192.0.2.7:7080");
+    h.get_by_label("live");
+    h.get_by_label("1850 kbps");
+    h.get_by_label("4.2 ms");
+    h.get_by_label("2400 kbps");
+    // Switching it off while sharing stops the publish and keeps the share.
+    h.get_by_label("Publish to a server").click();
+    h.run();
+    assert_eq!(h.state().1.last(), Some(&Command::Publish(None)));
+    assert_eq!(h.state().0.phase, Phase::Sharing);
 }

@@ -11,11 +11,77 @@ use std::time::{Duration, Instant};
 
 use common::browser::Browser;
 use common::require_tool;
+use peep_capture::marks::{FrameMark, read_mark_bgra};
 use peep_capture::testing::Xvfb;
 
 fn xdotool(display: &str, args: &[&str]) {
     let out = Command::new("xdotool").args(args).env("DISPLAY", display).output().expect("run xdotool");
     assert!(out.status.success(), "xdotool {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+/// The X screen as BGRA bytes (1280x800).
+fn grab_bgra(display: &str) -> Vec<u8> {
+    let out = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-f", "x11grab", "-video_size", "1280x800", "-i", display])
+        .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "bgra", "-"])
+        .output()
+        .expect("run ffmpeg");
+    assert!(out.status.success(), "grab: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout.len(), 1280 * 800 * 4);
+    out.stdout
+}
+
+/// Finds a frame mark anywhere in a screenshot, at whatever scale the
+/// preview shows it, and reads it. The mark's third row ends in sixteen
+/// alternating white/black blocks (0xaaaa); the fourteen inside that run
+/// (bits 17–30) border only each other, so they show as equal runs (the
+/// rightmost such runs in the row): find them to learn the block size and
+/// position, then resample the mark to a
+/// size `read_mark_bgra` knows (which checks its CRC).
+fn find_mark(bgra: &[u8], width: usize, height: usize) -> Option<FrameMark> {
+    let luma = |x: usize, y: usize| {
+        let i = (y * width + x) * 4;
+        (u32::from(bgra[i]) * 29 + u32::from(bgra[i + 1]) * 150 + u32::from(bgra[i + 2]) * 77) >> 8
+    };
+    // Rows holding the alternating run: (row, x of bit 17, block size).
+    let mut hits = Vec::new();
+    for y in 0..height {
+        let bits: Vec<bool> = (0..width).map(|x| luma(x, y) >= 128).collect();
+        let mut runs = Vec::new(); // (start, len, bright)
+        let mut start = 0;
+        for x in 1..=width {
+            if x == width || bits[x] != bits[start] {
+                runs.push((start, x - start, bits[start]));
+                start = x;
+            }
+        }
+        // The rightmost such run: CRC bits just before it may alternate too.
+        for w in runs.windows(14).rev() {
+            let len = w[0].1;
+            if len >= 3 && !w[0].2 && w.iter().all(|r| r.1.abs_diff(len) <= 1 + len / 8) {
+                let b = (w[13].0 + w[13].1 - w[0].0) as f64 / 14.0;
+                hits.push((y, w[0].0, b));
+                break;
+            }
+        }
+    }
+    let &(y_mid, x_bit17, b) = hits.get(hits.len() / 2)?;
+    let (x0, y0) = (x_bit17 as f64 - 18.0 * b, y_mid as f64 - 3.5 * b);
+    // Resample the 34 x 5 block area to blocks of 8 px in a 512-wide image.
+    let (w2, h2, b2) = (512usize, 40usize, 8.0);
+    let mut out = vec![0u8; w2 * h2 * 4];
+    for y in 0..h2 {
+        for x in 0..(34 * 8) {
+            let sx = (x0 + (x as f64 + 0.5) * b / b2) as isize;
+            let sy = (y0 + (y as f64 + 0.5) * b / b2) as isize;
+            if sx < 0 || sy < 0 || sx as usize >= width || sy as usize >= height {
+                return None;
+            }
+            let (i, o) = ((sy as usize * width + sx as usize) * 4, (y * w2 + x) * 4);
+            out[o..o + 4].copy_from_slice(&bgra[i..i + 4]);
+        }
+    }
+    read_mark_bgra(&out, w2, h2, w2 * 4)
 }
 
 fn screenshot(display: &str, path: &std::path::Path) {
@@ -62,7 +128,15 @@ fn gui_shares_to_a_browser_and_closing_ends_the_share() {
         if found.status.success() && !found.stdout.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "Peep's window never appeared");
+        if Instant::now() > deadline || gui.try_wait().ok().flatten().is_some() {
+            let _ = gui.kill();
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(&mut gui.stderr.take().expect("stderr"), &mut err);
+            panic!(
+                "Peep's window never appeared. It needs OpenGL: under Xvfb that is Mesa's software renderer \
+                 (`apt-get install libgl1-mesa-dri libegl1 libxkbcommon-x11-0`). peep said:\n{err}"
+            );
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_millis(500));
@@ -95,6 +169,12 @@ fn gui_shares_to_a_browser_and_closing_ends_the_share() {
         .output()
         .expect("xdotool");
     assert!(found.status.success() && !found.stdout.is_empty(), "the preview window opened");
+    // It shows the shared picture, decoded: the synthetic marks are
+    // readable on screen, and they advance.
+    let first = find_mark(&grab_bgra(x.display()), 1280, 800).expect("a frame mark in the preview window");
+    std::thread::sleep(Duration::from_millis(500));
+    let second = find_mark(&grab_bgra(x.display()), 1280, 800).expect("a frame mark in the preview window");
+    assert!(second.counter > first.counter, "the preview plays: {first:?} then {second:?}");
     // Close Peep (Ctrl+Q): the viewer is told the share ended.
     xdotool(x.display(), &["search", "--name", "^Peep$", "windowfocus", "--sync", "key", "ctrl+q"]);
     browser.wait_for(&page, "peep.state() === 'ended'", Duration::from_secs(15));

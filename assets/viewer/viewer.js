@@ -42,6 +42,10 @@
     admission: 'Waiting for the sharer to let you in…',
     refused: 'The sharer did not let you in.',
     error: 'Cannot connect.',
+    // The sentence for `noCodec` comes from the server (it names the codecs
+    // this browser offered); this is the fallback.
+    noCodec: 'This browser offers no video codec Peep can send (H.264, VP9 or VP8). Open the link in Firefox, Chrome, Edge or Safari.',
+    unsupported: 'This browser cannot play WebRTC video (it has no RTCPeerConnection). Open the link in Firefox, Chrome, Edge or Safari.',
   };
 
   // ---- ICE servers: from the page (a relay fills the meta tag), refreshed
@@ -289,6 +293,10 @@
         const wait = Number(resp.headers.get('Retry-After')) || 5;
         setState('throttled', `${MESSAGES.throttled} Try again in ${wait} s.`);
         retryTimer = setTimeout(() => askPassword(true), wait * 1000);
+      } else if (resp.status === 422) {
+        // No codec in common: retrying cannot help. The server's sentence
+        // says what this browser offered and what would fix it.
+        finish('noCodec', body || MESSAGES.noCodec);
       } else if (resp.status === 503) {
         setState(body.includes('full') ? 'full' : 'reconnecting', body.includes('full') ? MESSAGES.full : sentence(body) || undefined);
         const wait = Number(resp.headers.get('Retry-After')) || 3;
@@ -351,6 +359,9 @@
       counters.path = counters.localCandidateType === 'relay' || counters.remoteCandidateType === 'relay' ? 'relay' : 'direct';
     }
     if (!inbound) return;
+    const codecStats = inbound.codecId ? report.get(inbound.codecId) : null;
+    // "video/VP9" → "VP9"; H264 → "H.264" as the sharer's app says it.
+    const codec = codecStats && codecStats.mimeType ? codecStats.mimeType.replace(/^video\//i, '').replace(/^H264$/i, 'H.264') : null;
     const now = inbound.timestamp;
     const p = previous;
     previous = inbound;
@@ -362,6 +373,7 @@
     const received = d('packetsReceived');
     const lost = Math.max(0, d('packetsLost'));
     latest = {
+      codec,
       width: inbound.frameWidth ?? 0,
       height: inbound.frameHeight ?? 0,
       fps: frames / dt,
@@ -374,6 +386,10 @@
       keyFramesDecoded: inbound.keyFramesDecoded ?? 0,
       framesDropped: inbound.framesDropped ?? 0,
       freezes: inbound.freezeCount ?? 0,
+      freezeSeconds: inbound.totalFreezesDuration ?? 0,
+      nacks: inbound.nackCount ?? 0,
+      plis: inbound.pliCount ?? 0,
+      packetsLost: inbound.packetsLost ?? 0,
     };
     // Hidden tabs render nothing (no video frame callbacks): decoding is proof enough.
     if (frames > 0 && state === 'waiting') setState('live');
@@ -393,6 +409,7 @@
     const s = latest;
     const f = (v, digits = 0) => (v === null || v === undefined ? '–' : v.toFixed(digits));
     statsBox.textContent = [
+      `codec       ${s.codec || '–'}`,
       `resolution  ${s.width || '–'}×${s.height || '–'}`,
       `fps         ${f(s.fps, 1)}`,
       `bitrate     ${f(s.kbps)} kbps`,
@@ -401,7 +418,9 @@
       `loss        ${f(s.lossPct, 1)} %`,
       `decode      ${f(s.decodeMs, 1)} ms`,
       `jitter buf  ${f(s.jitterMs, 1)} ms`,
-      `dropped     ${s.framesDropped ?? 0}  freezes ${s.freezes ?? 0}`,
+      `dropped     ${s.framesDropped ?? 0}  freezes ${s.freezes ?? 0} (${f(s.freezeSeconds, 1)} s)`,
+      `lost        ${s.packetsLost ?? 0} packets`,
+      `nack / pli  ${s.nacks ?? 0} / ${s.plis ?? 0}`,
     ].join('\n');
   }
   setInterval(() => sampleStats().catch(() => {}), 1000);
@@ -560,5 +579,11 @@
     scale: () => ({ mode, zoom, ...current }),
   };
 
-  connect();
+  if (typeof window.RTCPeerConnection !== 'function') {
+    // A browser without WebRTC (e.g. a WebKit build without it): say so
+    // instead of "Connecting…" for ever.
+    finish('unsupported');
+  } else {
+    connect();
+  }
 })();

@@ -126,16 +126,33 @@ fn window_capture_follows_moves_and_resizes_and_hides_overlaps() {
         // Static scenes always carry the mark of frame 0.
         assert_eq!(read_mark_bgra(f.data(), 320, 240, 1280), Some(FrameMark { counter: 0, timestamp_ms: 0 }));
     }
-    // Another window on top must not show up in the window's capture.
+    // Another window on top, over the target's top-left corner (where its
+    // mark is), must not show up in the window's capture.
     let cover = DemoWindow::open(conn.clone(), 90, 90, 200, 150, "cover").expect("cover");
     cover.fill(0, 0, 200, 150, 0x00ff00).expect("fill");
-    // Move partly off-screen.
+    let green = |px: &[u8]| px[..3] == [0, 255, 0];
+    {
+        // The cover really is on screen over the target: the screen shows it there.
+        let mut screen = session.capture(&SourceId::Screen).expect("screen capture");
+        screen.set_cursor(false);
+        let (mut sp, mut sc) = frame_ring();
+        let f = capture_frame(&mut screen, &mut sp, &mut sc, true);
+        let stride = f.meta().stride_bytes;
+        let covered = (100..240).flat_map(|y| (100..290).map(move |x| y * stride + x * 4));
+        assert!(covered.clone().all(|i| green(&f.data()[i..i + 4])), "the cover is on top of the target on screen");
+    }
+    {
+        let f = capture_frame(&mut cap, &mut p, &mut c, true);
+        assert_eq!((f.meta().width, f.meta().height), (320, 240));
+        assert!(!f.data().chunks_exact(4).any(green), "covering window leaked into capture");
+        assert_eq!(read_mark_bgra(f.data(), 320, 240, 1280), Some(FrameMark { counter: 0, timestamp_ms: 0 }));
+    }
+    // Move partly off-screen: the part outside the screen is still captured.
     win.configure(900, -50, 320, 240).expect("move");
     {
         let f = capture_frame(&mut cap, &mut p, &mut c, true);
         assert_eq!((f.meta().width, f.meta().height), (320, 240));
         assert_eq!(read_mark_bgra(f.data(), 320, 240, 1280), Some(FrameMark { counter: 0, timestamp_ms: 0 }));
-        assert!(f.data().chunks_exact(4).all(|px| px[..3] != [0, 255, 0]), "covering window leaked into capture");
     }
     // Resize: new size, new content.
     win.configure(50, 50, 480, 360).expect("resize");
@@ -251,4 +268,54 @@ fn monitor_capture_reads_its_region() {
     let (mut p, mut c) = frame_ring();
     let f = capture_frame(&mut cap, &mut p, &mut c, true);
     assert_eq!((f.meta().width, f.meta().height), (monitor.width, monitor.height));
+}
+
+/// DAMAGE wakes `wait_for_change` as soon as another client draws, and a
+/// quiet screen lets it run to its deadline; capturing clears the signal.
+#[test]
+fn damage_wakes_wait_for_change() {
+    let (_x, session) = xvfb(320, 240);
+    let painter_session = X11Session::connect_to(Some(_x.display())).expect("painter connection");
+    let win = DemoWindow::open(painter_session.connection().clone(), 0, 0, 320, 240, "damage").expect("window");
+    let mut cap = session.capture(&SourceId::Screen).expect("capture");
+    cap.set_cursor(false);
+    let (mut p, mut c) = frame_ring();
+    drop(capture_frame(&mut cap, &mut p, &mut c, true));
+
+    // Nothing drawn: the wait runs to its deadline and reports no change.
+    let started = Instant::now();
+    assert!(!cap.wait_for_change(started + Duration::from_millis(200)).expect("wait"));
+    assert!(started.elapsed() >= Duration::from_millis(195), "returned early: {:?}", started.elapsed());
+
+    // Another client draws 100 ms into a 20 s wait: woken by the damage.
+    let drawer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        win.fill(10, 10, 50, 50, 0xff0000).expect("fill");
+        win
+    });
+    let started = Instant::now();
+    assert!(cap.wait_for_change(started + Duration::from_secs(20)).expect("wait"), "no change signalled");
+    let woke = started.elapsed();
+    let win = drawer.join().expect("drawer");
+    // A loose bound (the machine may be busy): far from the 20 s deadline.
+    assert!(woke < Duration::from_secs(10), "woke after {woke:?}");
+    match cap.capture(&mut p, 1, false).expect("capture") {
+        Tick::Published { changed: true } => {}
+        other => panic!("the damaged screen must publish a changed frame, got {other:?}"),
+    }
+    let f = c.try_take().expect("frame");
+    assert_eq!(&f.data()[(20 * 320 + 20) * 4..][..3], &[0, 0, 255], "the red square is in the frame");
+    // DAMAGE's bounding box says where: the square, not the whole screen.
+    let d = f.damage().expect("a known damage rectangle");
+    assert!(d.x <= 10 && d.y <= 10 && d.x + d.width >= 60 && d.y + d.height >= 60, "{d:?} misses the square");
+    assert!(d.width <= 100 && d.height <= 100, "{d:?} is much larger than the square");
+    drop(f);
+    // A forced frame of the unchanged screen: nothing damaged.
+    drop(capture_frame(&mut cap, &mut p, &mut c, true));
+    assert!(matches!(cap.capture(&mut p, 2, true).expect("capture"), Tick::Published { changed: false }));
+    assert_eq!(c.try_take().expect("frame").damage(), Some(peep_capture::DamageRect::EMPTY));
+
+    // The capture consumed the damage: quiet again.
+    assert!(!cap.wait_for_change(Instant::now() + Duration::from_millis(100)).expect("wait"));
+    drop(win);
 }

@@ -2,6 +2,7 @@
 //! `openh264` crate), producing constrained-baseline H.264 that browsers
 //! decode.
 
+use crate::budget::KeyframeBudget;
 use crate::convert::I420Frame;
 use crate::encoder::{EncodeOutcome, EncodedFrame, Encoder};
 use crate::error::{EncodeError, Result};
@@ -13,11 +14,15 @@ use openh264::formats::YUVSource;
 use openh264::{OpenH264API, Timestamp};
 use openh264_sys2::{
     ENCODER_OPTION, ENCODER_OPTION_BITRATE, ENCODER_OPTION_FRAME_RATE, ENCODER_OPTION_MAX_BITRATE,
-    ENCODER_OPTION_TRACE_CALLBACK, ENCODER_OPTION_TRACE_LEVEL, LAYER_NUM, SBitrateInfo, SPATIAL_LAYER_0,
-    SPATIAL_LAYER_ALL, WELS_LOG_ERROR, WELS_LOG_WARNING, WelsTraceCallback,
+    ENCODER_OPTION_RC_MODE, ENCODER_OPTION_SVC_ENCODE_PARAM_EXT, ENCODER_OPTION_TRACE_CALLBACK,
+    ENCODER_OPTION_TRACE_LEVEL, LAYER_NUM, RC_BITRATE_MODE, RC_OFF_MODE, RC_QUALITY_MODE, SBitrateInfo, SEncParamExt,
+    SPATIAL_LAYER_0, SPATIAL_LAYER_ALL, WELS_LOG_ERROR, WELS_LOG_WARNING, WelsTraceCallback,
 };
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::time::Duration;
+
+mod adapt;
+pub use adapt::REFINE_QP;
 
 /// Longest side OpenH264 encodes (level 5.2).
 pub const MAX_LONG_SIDE: u32 = 3840;
@@ -152,6 +157,23 @@ pub struct OpenH264Config {
     /// Split pictures into slices of at most this many bytes (NAL units that
     /// fit one RTP packet; needed for packetization-mode 0). `None`: one slice.
     pub max_slice_bytes: Option<u32>,
+    /// Keep requested keyframes within a budget (see [`crate::budget::KeyframeBudget`]):
+    /// OpenH264's rate control gives an IDR of screen content a QP of at
+    /// most 40 whatever the bitrate, hundreds of kilobytes at 1080p. With
+    /// this on, a keyframe asked for with [`Encoder::request_keyframe`] is
+    /// encoded with rate control off at the QP the budget's size model
+    /// picks (up to 51), and the model learns from the size it got. The
+    /// first keyframe of a session is OpenH264's own (it cannot be steered
+    /// before the encoder is initialised).
+    pub keyframe_budget: bool,
+    /// Slices per picture, each encoded on its own thread (ignored with
+    /// `max_slice_bytes`). 0: one per core beyond two, at most 4 — one slice
+    /// on a 2-core machine.
+    pub slices: u16,
+    /// Use camera coding for motion (see [`crate::content`]): sessions
+    /// started at a requested keyframe while the content moves use
+    /// `CAMERA_VIDEO_REAL_TIME`, later ones `usage` again.
+    pub adapt_usage: bool,
 }
 
 impl Default for OpenH264Config {
@@ -167,6 +189,9 @@ impl Default for OpenH264Config {
             qp_range: Some((12, 51)),
             rate_control: RateControl::Bitrate,
             max_slice_bytes: None,
+            keyframe_budget: true,
+            slices: 0,
+            adapt_usage: true,
         }
     }
 }
@@ -241,9 +266,13 @@ struct Session {
     encoder: RawEncoder,
     width: u32,
     height: u32,
+    /// Usage type the session was created with (it cannot change).
+    usage: Usage,
     /// OpenH264 initialises lazily on the first `encode_at`; run-time options
     /// may only be set after that.
     initialised: bool,
+    /// The `iDLayerQp` last set for budgeted keyframes.
+    keyframe_qp: Option<u8>,
 }
 
 /// H.264 encoder using OpenH264. See [`OpenH264Config`] for the settings.
@@ -266,6 +295,12 @@ pub struct OpenH264Encoder {
     padded: I420Frame,
     keyframe_requested: bool,
     frames_skipped: u64,
+    /// Size model for budgeted keyframes.
+    keyframe_budget: KeyframeBudget,
+    /// QP of the last budgeted keyframe (for stats and tests).
+    last_keyframe_qp: Option<u8>,
+    /// Content-class adaptation (see `adapt`).
+    adapt: adapt::Adaptation,
 }
 
 impl std::fmt::Debug for OpenH264Encoder {
@@ -288,7 +323,16 @@ impl OpenH264Encoder {
     /// [`EncodeError::InvalidQpRange`].
     pub fn new(config: OpenH264Config) -> Result<Self> {
         config.validate()?;
-        Ok(Self { config, session: None, padded: I420Frame::new(0, 0), keyframe_requested: false, frames_skipped: 0 })
+        Ok(Self {
+            config,
+            session: None,
+            padded: I420Frame::new(0, 0),
+            keyframe_requested: false,
+            frames_skipped: 0,
+            keyframe_budget: KeyframeBudget::new(),
+            last_keyframe_qp: None,
+            adapt: adapt::Adaptation::default(),
+        })
     }
 
     /// The current settings (with run-time bitrate and frame-rate changes).
@@ -299,6 +343,56 @@ impl OpenH264Encoder {
     /// Frames rate control skipped so far.
     pub fn frames_skipped(&self) -> u64 {
         self.frames_skipped
+    }
+
+    /// The QP the last budgeted keyframe was encoded at.
+    pub fn last_keyframe_qp(&self) -> Option<u8> {
+        self.last_keyframe_qp
+    }
+
+    /// Before a requested keyframe: switches rate control off at the QP the
+    /// keyframe budget picks for this picture size, bitrate and frame rate.
+    /// Returns the QP (then [`Self::end_budgeted_keyframe`] must follow the encode).
+    fn begin_budgeted_keyframe(
+        config: &OpenH264Config,
+        budget: &KeyframeBudget,
+        session: &mut Session,
+        pixels: u32,
+    ) -> Result<Option<u8>> {
+        if !config.keyframe_budget || !session.initialised {
+            return Ok(None);
+        }
+        let qp = budget.qp_for(config.bitrate_bps, config.fps, pixels);
+        if session.keyframe_qp != Some(qp) {
+            set_layer_qp(&mut session.encoder, qp)?;
+            session.keyframe_qp = Some(qp);
+        }
+        let mut mode: c_int = RC_OFF_MODE;
+        // SAFETY: ENCODER_OPTION_RC_MODE reads an `int`; the session is initialised.
+        unsafe {
+            set_option(&mut session.encoder, ENCODER_OPTION_RC_MODE, "SetOption(ENCODER_OPTION_RC_MODE)", &mut mode)?
+        };
+        Ok(Some(qp))
+    }
+
+    /// After a budgeted keyframe: restores the rate control and teaches the
+    /// size model what the keyframe cost.
+    fn end_budgeted_keyframe(
+        config: &OpenH264Config,
+        budget: &mut KeyframeBudget,
+        session: &mut Session,
+        (qp, bytes, pixels): (u8, usize, u32),
+    ) -> Result<()> {
+        let mut mode: c_int = match config.rate_control {
+            RateControl::Bitrate => RC_BITRATE_MODE,
+            RateControl::Quality => RC_QUALITY_MODE,
+        };
+        // SAFETY: as above.
+        unsafe {
+            set_option(&mut session.encoder, ENCODER_OPTION_RC_MODE, "SetOption(ENCODER_OPTION_RC_MODE)", &mut mode)?
+        };
+        budget.on_keyframe(qp, bytes, pixels);
+        Ok(())
     }
 
     /// Whether a frame of this (coded) size can be encoded.
@@ -320,7 +414,8 @@ impl OpenH264Encoder {
     }
 
     fn start_session(&self, width: u32, height: u32) -> Result<Session> {
-        let mut encoder = RawEncoder::with_api_config(OpenH264API::from_source(), self.config.to_openh264())
+        let config = self.adapted_config();
+        let mut encoder = RawEncoder::with_api_config(OpenH264API::from_source(), config.to_openh264())
             .map_err(|source| EncodeError::OpenH264 { operation: "WelsCreateSVCEncoder", source })?;
         let mut callback: WelsTraceCallback = Some(log_to_tracing);
         // SAFETY: ENCODER_OPTION_TRACE_CALLBACK reads a `WelsTraceCallback`
@@ -334,8 +429,11 @@ impl OpenH264Encoder {
                 &mut callback,
             )?;
         }
-        tracing::debug!(width, height, config = ?self.config, "starting OpenH264 session");
-        Ok(Session { encoder, width, height, initialised: false })
+        tracing::debug!(width, height, ?config, "starting OpenH264 session");
+        let mut session =
+            Session { encoder, width, height, usage: config.usage, initialised: false, keyframe_qp: None };
+        self.prepare_session(&mut session)?;
+        Ok(session)
     }
 }
 
@@ -379,6 +477,38 @@ fn set_bitrate_option(
     // SAFETY: ENCODER_OPTION_BITRATE and _MAX_BITRATE read an `SBitrateInfo`;
     // callers only get here for an initialised session.
     unsafe { set_option(encoder, option, call, &mut info) }
+}
+
+/// Sets the fixed QP rate control uses when it is off (`iDLayerQp` of the
+/// spatial layer), by reading the encoder's parameters and writing them back
+/// with that one field changed. OpenH264 takes the non-resetting path for
+/// such a change (no new IDR, no new SPS/PPS): `WelsEncoderParamAdjust`
+/// resets only for size, slice, frame-rate or profile changes, and copies
+/// `iDLayerQp` otherwise.
+fn set_layer_qp(encoder: &mut RawEncoder, qp: u8) -> Result<()> {
+    let mut params = SEncParamExt::default();
+    // SAFETY: `raw_api` is unsafe because changing what the crate relies on
+    // (picture size, input format) would break it; we write back the
+    // encoder's own parameters with only the fixed QP changed.
+    let raw = unsafe { encoder.raw_api() };
+    // SAFETY: ENCODER_OPTION_SVC_ENCODE_PARAM_EXT writes an `SEncParamExt`
+    // (GetOption memcpys `sizeof(SEncParamExt)` of its parameters into it);
+    // `params` is a live exclusive borrow of that type.
+    let code = unsafe { raw.get_option(ENCODER_OPTION_SVC_ENCODE_PARAM_EXT, std::ptr::from_mut(&mut params).cast()) };
+    if code != 0 {
+        return Err(EncodeError::Native { call: "GetOption(ENCODER_OPTION_SVC_ENCODE_PARAM_EXT)", code });
+    }
+    params.sSpatialLayers[0].iDLayerQp = c_int::from(qp);
+    // SAFETY: ENCODER_OPTION_SVC_ENCODE_PARAM_EXT reads an `SEncParamExt`;
+    // the encoder is initialised (callers check).
+    unsafe {
+        set_option(
+            encoder,
+            ENCODER_OPTION_SVC_ENCODE_PARAM_EXT,
+            "SetOption(ENCODER_OPTION_SVC_ENCODE_PARAM_EXT)",
+            &mut params,
+        )
+    }
 }
 
 /// Forwards OpenH264's log lines to `tracing` (it would print to stderr).
@@ -473,8 +603,18 @@ impl Encoder for OpenH264Encoder {
             // and SPS/PPS for the new size, at the current bitrate and fps.
             self.session = Some(self.start_session(width, height)?);
         }
+        if self.keyframe_requested && self.usage_switch_due() {
+            // The content class wants the other usage type: the requested
+            // keyframe comes from a new session of that type.
+            self.session = Some(self.start_session(width, height)?);
+        }
         let session = self.session.as_mut().expect("session started above");
         let first_frame = !session.initialised;
+        let keyframe_qp = if self.keyframe_requested && !first_frame {
+            Self::begin_budgeted_keyframe(&self.config, &self.keyframe_budget, session, width * height)?
+        } else {
+            None
+        };
         if self.keyframe_requested && !first_frame {
             session.encoder.force_intra_frame();
         }
@@ -495,6 +635,13 @@ impl Encoder for OpenH264Encoder {
             stream.write_vec(&mut out.data);
         }
         out.keyframe = frame_type == FrameType::IDR;
+        if let Some(qp) = keyframe_qp {
+            let bytes = if out.keyframe { out.data.len() } else { 0 };
+            Self::end_budgeted_keyframe(&self.config, &mut self.keyframe_budget, session, (qp, bytes, width * height))?;
+            if bytes > 0 {
+                self.last_keyframe_qp = Some(qp);
+            }
+        }
 
         if first_frame {
             session.initialised = true;
@@ -595,8 +742,20 @@ impl Encoder for OpenH264Encoder {
         self.keyframe_requested = true;
     }
 
+    fn set_content(&mut self, class: crate::content::ContentClass) -> Result<()> {
+        self.apply_content(class)
+    }
+
+    fn refine(&mut self, frame: &I420Frame, pts: Duration, out: &mut EncodedFrame) -> Result<EncodeOutcome> {
+        self.refine_frame(frame, pts, out)
+    }
+
     fn name(&self) -> &'static str {
         "openh264"
+    }
+
+    fn codec(&self) -> crate::encoder::Codec {
+        crate::encoder::Codec::H264
     }
 }
 

@@ -18,9 +18,16 @@ pub enum TransportError {
     /// A viewer's SDP offer could not be used.
     #[error("bad SDP offer: {0}")]
     BadOffer(String),
+    /// The viewer's browser offers no video codec Peep sends; the text is
+    /// the sentence for the viewer (what it offered, what would fix it).
+    #[error("{0}")]
+    NoCommonCodec(String),
     /// The WebRTC stack failed.
     #[error("WebRTC: {0}")]
     WebRtc(String),
+    /// A WHIP publish could not start (e.g. an unusable URL).
+    #[error("WHIP: {0}")]
+    Whip(crate::whip::WhipError),
     /// The async runtime could not start.
     #[error("cannot start the network runtime: {0}")]
     Runtime(String),

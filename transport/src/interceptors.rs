@@ -6,19 +6,16 @@
 //! * [`KeyframeRequestForwarder`], application-most, marks PLI and FIR for
 //!   delivery to the local track, where the viewer task turns them into
 //!   coalesced keyframe requests (without it they never leave the chain).
-//! * [`ReportingGcc`] wraps the GCC estimator: it publishes the estimate to
-//!   the viewer's stats and gives the pacer 2.5× headroom (`rtc`'s pacer
-//!   paces at exactly the target it is given; at 1× keyframes queue behind the
-//!   budget and the viewer's jitter buffer grows).
+//!
+//! Congestion control (estimator, pacer, NACK responder, header extensions)
+//! is in `crate::sendside`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use rtc::interceptor::{
-    Attribute, BandwidthEstimator, EstimatorStats, Gcc, Interceptor, Packet, PacketReport, StreamInfo, TaggedPacket,
-};
+use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
@@ -27,9 +24,6 @@ use rtc::sansio::Protocol;
 use rtc::shared::error::Error as RtcError;
 
 use crate::viewer::ViewerStats;
-
-/// Pacer headroom over the GCC estimate.
-pub const PACING_FACTOR: f64 = 2.5;
 
 /// Middle 32 bits of the current NTP time (RFC 3550 compact form, 1/65536 s).
 fn ntp_compact_now() -> u32 {
@@ -160,45 +154,3 @@ impl KeyframeRequestForwarder {
     }
 }
 read_side_interceptor!(KeyframeRequestForwarder);
-
-/// GCC that publishes its estimate and gives the pacer headroom.
-pub struct ReportingGcc {
-    inner: Gcc,
-    stats: Arc<ViewerStats>,
-}
-
-impl ReportingGcc {
-    /// GCC starting at `start_bps`, bounded to `[min_bps, max_bps]`.
-    pub fn new(start_bps: f64, min_bps: f64, max_bps: f64, stats: Arc<ViewerStats>) -> Self {
-        stats.estimate_bps.store(start_bps as u64, Ordering::Relaxed);
-        Self { inner: Gcc::new(start_bps, min_bps, max_bps), stats }
-    }
-
-    fn publish(&self) {
-        self.stats.estimate_bps.store(self.inner.target_bitrate() as u64, Ordering::Relaxed);
-    }
-}
-
-impl BandwidthEstimator for ReportingGcc {
-    fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
-        self.inner.on_reports(now, reports);
-        self.publish();
-    }
-
-    fn target_bitrate(&self) -> f64 {
-        self.inner.target_bitrate() * PACING_FACTOR
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.inner.handle_timeout(now);
-        self.publish();
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.inner.poll_timeout()
-    }
-
-    fn stats(&self) -> EstimatorStats {
-        self.inner.stats()
-    }
-}

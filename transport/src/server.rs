@@ -10,7 +10,8 @@
 //! | GET | `/s/{token}/events/{session}` | server-sent events: `kicked`, `ended` |
 //!
 //! Errors are plain-text 4xx with a sentence a person can act on: 400 bad
-//! SDP, 401 password required or wrong (`WWW-Authenticate: Bearer`), 404
+//! SDP, 422 no video codec in common (the sentence names what the browser
+//! offered and what would fix it), 401 password required or wrong (`WWW-Authenticate: Bearer`), 404
 //! wrong token or unknown session, 413 body over 64 KiB, 415 wrong content
 //! type, 429 too many wrong passwords (`Retry-After`), 503 share full or
 //! ending. WHEP routes allow cross-origin use, so any WHEP player can watch.

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::codecs::VideoCodec;
+
 /// A viewer's connection state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -76,6 +78,25 @@ pub struct ViewerStats {
     pub fir: AtomicU64,
     /// NACK packets received.
     pub nack: AtomicU64,
+    /// Time the send queue (pacer) takes to drain at the pacing rate, µs.
+    pub pacer_queue_us: AtomicU64,
+    /// Packets retransmitted (including redundant copies under loss).
+    pub retransmissions: AtomicU64,
+    /// Probe clusters sent.
+    pub probes: AtomicU64,
+    /// Padding bytes sent for probes.
+    pub padding_bytes: AtomicU64,
+    /// Queued frames a keyframe superseded in the pacer.
+    pub frames_superseded: AtomicU64,
+    /// Whether the sender is application-limited (static content).
+    pub app_limited: AtomicBool,
+    /// Whether its send side is in an outage (no feedback for a second
+    /// while sending).
+    pub in_outage: AtomicBool,
+    /// Loss in the estimator's last loss window (transport feedback), in 1/256.
+    pub feedback_loss_256: AtomicU32,
+    /// The send side asks for a keyframe (after an outage, or a stale queue).
+    pub(crate) sender_wants_keyframe: AtomicBool,
     /// The next frame sent to this viewer must be a keyframe.
     pub(crate) needs_keyframe: AtomicBool,
     /// 0 unknown, 1 direct, 2 relay (see [`ViewerPath`]).
@@ -95,6 +116,11 @@ impl ViewerStats {
     /// The viewer's state.
     pub fn state(&self) -> ViewerState {
         ViewerState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// Time the send queue takes to drain.
+    pub fn pacer_queue(&self) -> Duration {
+        Duration::from_micros(self.pacer_queue_us.load(Ordering::Relaxed))
     }
 
     pub(crate) fn set_state(&self, state: ViewerState) {
@@ -122,6 +148,8 @@ pub struct ViewerSnapshot {
     pub id: String,
     /// The viewer's address as the HTTP server saw it.
     pub remote: SocketAddr,
+    /// The codec this viewer is sent.
+    pub codec: VideoCodec,
     /// State.
     pub state: ViewerState,
     /// Time since the viewer's offer arrived.
@@ -138,14 +166,24 @@ pub struct ViewerSnapshot {
     pub bytes_sent: u64,
     /// Frames sent.
     pub frames_sent: u64,
-    /// Frames dropped (queue full) plus frames skipped waiting for a keyframe.
+    /// Frames dropped because the viewer's queue was full.
     pub frames_dropped: u64,
+    /// Frames skipped while the viewer waited for a keyframe (after a drop).
+    pub frames_skipped: u64,
     /// Keyframe requests (PLI + FIR) from this viewer's decoder.
     pub keyframe_requests: u64,
+    /// Time the send queue takes to drain, ms.
+    pub queue_ms: u32,
+    /// Packets retransmitted.
+    pub retransmissions: u64,
+    /// NACK packets received.
+    pub nacks: u64,
+    /// PLI packets received.
+    pub plis: u64,
 }
 
 impl ViewerSnapshot {
-    pub(crate) fn of(id: &str, remote: SocketAddr, since: Instant, s: &ViewerStats) -> Self {
+    pub(crate) fn of(id: &str, remote: SocketAddr, codec: VideoCodec, since: Instant, s: &ViewerStats) -> Self {
         let rtt_us = match s.rtt_us.load(Ordering::Relaxed) {
             0 => s.ice_rtt_us.load(Ordering::Relaxed),
             rtcp => rtcp,
@@ -153,6 +191,7 @@ impl ViewerSnapshot {
         Self {
             id: id.to_owned(),
             remote,
+            codec,
             state: s.state(),
             connected_for: since.elapsed(),
             rtt: (rtt_us > 0).then(|| Duration::from_micros(rtt_us)),
@@ -161,8 +200,13 @@ impl ViewerSnapshot {
             estimate_bps: s.estimate_bps.load(Ordering::Relaxed),
             bytes_sent: s.bytes_sent.load(Ordering::Relaxed),
             frames_sent: s.frames_sent.load(Ordering::Relaxed),
-            frames_dropped: s.frames_dropped.load(Ordering::Relaxed) + s.frames_skipped.load(Ordering::Relaxed),
+            frames_dropped: s.frames_dropped.load(Ordering::Relaxed),
+            frames_skipped: s.frames_skipped.load(Ordering::Relaxed),
             keyframe_requests: s.pli.load(Ordering::Relaxed) + s.fir.load(Ordering::Relaxed),
+            queue_ms: (s.pacer_queue_us.load(Ordering::Relaxed) / 1000).min(u64::from(u32::MAX)) as u32,
+            retransmissions: s.retransmissions.load(Ordering::Relaxed),
+            nacks: s.nack.load(Ordering::Relaxed),
+            plis: s.pli.load(Ordering::Relaxed),
         }
     }
 }

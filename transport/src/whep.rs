@@ -167,6 +167,9 @@ async fn offer_inner(shared: &Arc<Shared>, request: OfferRequest<'_>, on_hold: i
     match accepted {
         Ok(Ok((session, answer))) => Reply::Created { session, answer },
         Ok(Err(crate::TransportError::BadOffer(reason))) => refused(400, &format!("bad SDP offer: {reason}")),
+        // A valid offer Peep cannot serve: 422, with the sentence the viewer
+        // page shows as it is (and stops retrying on).
+        Ok(Err(crate::TransportError::NoCommonCodec(sentence))) => refused(422, &sentence),
         Ok(Err(e)) => {
             tracing::warn!("answering a viewer failed: {e}");
             refused(500, "could not set up the connection")
@@ -182,6 +185,7 @@ async fn offer_inner(shared: &Arc<Shared>, request: OfferRequest<'_>, on_hold: i
 pub(crate) async fn delete(shared: &Shared, session: &str) -> Reply {
     match shared.remove_viewer(session) {
         Some(viewer) => {
+            shared.stats.sessions_deleted.fetch_add(1, Ordering::Relaxed);
             viewer.peer.close().await;
             Reply::Deleted
         }

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 
 use peep_capture::{SourceInfo, SourceKind, Thumbnail};
-use peep_transport::{Knock, RelayStatus, Secret, ViewerSnapshot};
+use peep_transport::{Knock, PublishSnapshot, PublishState, RelayStatus, Secret, ViewerSnapshot, WhipConfig};
 
 use crate::settings::Settings;
 
@@ -47,6 +47,8 @@ pub enum Command {
         relay: Option<String>,
         /// Ask to join.
         admit: bool,
+        /// Also publish to this WHIP server.
+        publish: Option<WhipConfig>,
     },
     /// Stop sharing.
     Stop,
@@ -64,6 +66,8 @@ pub enum Command {
     Admit(u64, bool),
     /// Open or close the preview.
     Preview(bool),
+    /// Start (Some) or stop (None) publishing to a WHIP server while sharing.
+    Publish(Option<WhipConfig>),
 }
 
 /// Live figures of a running share.
@@ -87,6 +91,14 @@ pub struct Status {
     pub relay: Option<RelayStatus>,
     /// Viewers waiting to be let in.
     pub knocks: Vec<Knock>,
+    /// Frames the frame dropper skipped (encoder over budget, or a long send queue).
+    pub dropper_skipped: u64,
+    /// Whether the link, not the frame-rate setting, limits the frame rate.
+    pub fps_limited_by_link: bool,
+    /// The WHIP publish, if one runs.
+    pub publish: Option<PublishSnapshot>,
+    /// What the publish sends, kbps.
+    pub publish_kbps: f32,
 }
 
 /// What the worker tells the GUI.
@@ -105,10 +117,33 @@ pub enum Event {
     },
     /// Starting failed.
     StartFailed(String),
-    /// Live figures.
-    Status(Status),
+    /// Live figures (boxed: the largest event by far, sent every 250 ms).
+    Status(Box<Status>),
     /// The share ended; `Some` when it ended on an error.
     Stopped(Option<String>),
+    /// The WHIP publish could not start.
+    PublishFailed(String),
+}
+
+/// "Publish to a server": a WHIP endpoint (RFC 9725) beside the link. The
+/// URL and token are not saved (either may carry a stream key).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishForm {
+    /// Publish while sharing.
+    pub on: bool,
+    /// The WHIP endpoint URL.
+    pub url: Secret,
+    /// Its bearer token (may be empty).
+    pub token: Secret,
+}
+
+impl PublishForm {
+    /// The publish to start, or why it cannot start.
+    pub fn config(&self) -> Result<WhipConfig, String> {
+        peep_transport::whip::protocol::parse_endpoint(self.url.expose()).map_err(|e| e.message)?;
+        let token = (!self.token.expose().trim().is_empty()).then(|| Secret::new(self.token.expose().trim()));
+        Ok(WhipConfig { url: Secret::new(self.url.expose().trim()), token })
+    }
 }
 
 /// What a banner offers to do about its problem.
@@ -174,6 +209,8 @@ pub struct Model {
     pub history: [VecDeque<f32>; 3],
     /// Whether the preview window is open.
     pub preview_open: bool,
+    /// Publishing to a media server.
+    pub publish: PublishForm,
     /// Settings changed since the last save.
     pub settings_dirty: bool,
 }
@@ -193,6 +230,7 @@ impl Model {
             status: Status::default(),
             history: Default::default(),
             preview_open: false,
+            publish: PublishForm::default(),
             settings_dirty: false,
         }
     }
@@ -256,6 +294,18 @@ impl Model {
             });
             return None;
         }
+        let publish = match self.publish.on.then(|| self.publish.config()) {
+            Some(Err(why)) => {
+                self.banner = Some(Banner {
+                    text: format!("Cannot publish to the server: {why}"),
+                    action: BannerAction::Dismiss,
+                    error: true,
+                });
+                return None;
+            }
+            Some(Ok(config)) => Some(config),
+            None => None,
+        };
         self.phase = Phase::Starting;
         self.banner = None;
         Some(Command::Start {
@@ -266,7 +316,46 @@ impl Model {
             password: self.settings.password_on.then(|| self.password.clone()),
             relay: self.settings.relay_on.then_some(relay_url),
             admit: self.settings.admit,
+            publish,
         })
+    }
+
+    /// The user switched "Publish to a server" on or off; applies live
+    /// while sharing. Switching on needs a usable URL.
+    pub fn set_publish_on(&mut self, on: bool) -> Option<Command> {
+        if self.publish.on == on {
+            return None;
+        }
+        let config = if on {
+            match self.publish.config() {
+                Ok(c) => Some(c),
+                Err(why) => {
+                    self.banner = Some(Banner {
+                        text: format!("Cannot publish to the server: {why}"),
+                        action: BannerAction::Dismiss,
+                        error: true,
+                    });
+                    return None;
+                }
+            }
+        } else {
+            None
+        };
+        self.publish.on = on;
+        if !on {
+            self.status.publish = None;
+        }
+        (self.phase == Phase::Sharing).then_some(Command::Publish(config))
+    }
+
+    /// The user edited the server URL (used when publishing starts).
+    pub fn set_publish_url(&mut self, url: String) {
+        self.publish.url = Secret::new(url);
+    }
+
+    /// The user edited the token (used when publishing starts).
+    pub fn set_publish_token(&mut self, token: String) {
+        self.publish.token = Secret::new(token);
     }
 
     /// The user pressed Stop (or closed the window).
@@ -420,7 +509,25 @@ impl Model {
                 self.phase = Phase::Idle;
                 self.banner = Some(start_failed_banner(&reason));
             }
+            Event::PublishFailed(reason) => {
+                self.publish.on = false;
+                self.banner = Some(Banner {
+                    text: format!("Publishing to the server failed: {reason}"),
+                    action: BannerAction::Dismiss,
+                    error: true,
+                });
+            }
             Event::Status(status) => {
+                if let Some(p) = status.publish.as_ref().filter(|p| p.state == PublishState::Failed && self.publish.on)
+                {
+                    // Given up (wrong token or URL): say why; switching it on again retries.
+                    self.publish.on = false;
+                    self.banner = Some(Banner {
+                        text: format!("Publishing to {} failed: {}", p.server, p.message.as_deref().unwrap_or("?")),
+                        action: BannerAction::Dismiss,
+                        error: true,
+                    });
+                }
                 for (h, v) in self.history.iter_mut().zip([status.fps, status.kbps, status.encode_ms]) {
                     if h.len() == HISTORY {
                         h.pop_front();
@@ -428,7 +535,7 @@ impl Model {
                     h.push_back(v);
                 }
                 self.relay_banner(status.relay.as_ref());
-                self.status = status;
+                self.status = *status;
             }
             Event::Stopped(error) => {
                 self.phase = Phase::Idle;
@@ -515,15 +622,82 @@ mod tests {
     }
 
     #[test]
+    fn secrets_never_show_in_debug_output() {
+        let (password, token) = ("pw-0b5cure", "5ec12e7700112233445566778899aabb");
+        let link = format!("http://192.0.2.1:8080/s/{token}");
+        let mut m = Model::new(Settings { password_on: true, ..Settings::default() }, password.into());
+        m.apply(Event::Sources(vec![source("screen", "Whole screen", true)], vec![]));
+        let start = m.start().expect("start");
+        let started = Event::Started { link: link.as_str().into(), port: 8080 };
+        m.apply(started.clone());
+        assert_eq!(m.link.as_ref().map(Secret::expose), Some(link.as_str()), "the model does hold the link");
+        let set = m.set_password_on(false).into_iter().chain(m.set_password_on(true)).collect::<Vec<_>>();
+        assert_eq!(set.len(), 2, "{set:?}");
+        for debug in [format!("{m:?}"), format!("{start:?}"), format!("{started:?}"), format!("{set:?}")] {
+            assert!(!debug.contains(password) && !debug.contains(token), "a secret in Debug output: {debug}");
+        }
+    }
+
+    fn publish_snapshot(state: PublishState, message: Option<&str>) -> PublishSnapshot {
+        PublishSnapshot {
+            state,
+            server: "sfu.example:7080".into(),
+            message: message.map(Into::into),
+            live_for: None,
+            retry_in: None,
+            publishes: 1,
+            ice_restarts: 0,
+            bytes_sent: 0,
+            frames_sent: 0,
+            rtt: None,
+            estimate_bps: 0,
+            remb_bps: 0,
+            keyframe_requests: 0,
+            ice_servers: 0,
+        }
+    }
+
+    #[test]
+    fn publish_to_a_server_at_start_and_live() {
+        let mut m = model();
+        assert_eq!(m.set_publish_on(true), None);
+        assert!(!m.publish.on && m.banner.as_ref().is_some_and(|b| b.error), "no URL yet: {:?}", m.banner);
+        m.set_publish_url("https://sfu.example/whip/KEY-123 ".into());
+        m.set_publish_token("tok-456".into());
+        assert_eq!(m.set_publish_on(true), None, "not sharing: remembered for the start");
+        assert!(m.publish.on);
+        let Some(Command::Start { publish: Some(config), .. }) = m.start() else { panic!("start with publish") };
+        assert_eq!(config.url.expose(), "https://sfu.example/whip/KEY-123", "trimmed");
+        assert_eq!(config.token.as_ref().map(Secret::expose), Some("tok-456"));
+        m.apply(Event::Started { link: "l".into(), port: 8080 });
+        assert_eq!(m.set_publish_on(false), Some(Command::Publish(None)), "stopped live");
+        let Some(Command::Publish(Some(_))) = m.set_publish_on(true) else { panic!("started live") };
+        m.set_publish_token(String::new());
+        assert_eq!(m.publish.config().map(|c| c.token), Ok(None), "an empty token sends none");
+        let debug = format!("{m:?}");
+        assert!(!debug.contains("KEY-123") && !debug.contains("tok-456"), "{debug}");
+        // The server refuses: a banner says why, and switching on again retries.
+        let failed = publish_snapshot(PublishState::Failed, Some("HTTP 403 Forbidden; check the token"));
+        m.apply(Event::Status(Box::new(Status { publish: Some(failed), ..Status::default() })));
+        assert!(!m.publish.on);
+        assert!(m.banner.as_ref().is_some_and(|b| b.text.contains("sfu.example:7080") && b.text.contains("403")));
+        m.set_publish_url("ftp://nope".into());
+        assert_eq!(m.set_publish_on(true), None, "a bad URL is caught before anything is sent");
+        assert!(m.banner.as_ref().is_some_and(|b| b.text.contains("http://")), "{:?}", m.banner);
+        m.apply(Event::PublishFailed("the WHIP URL is not usable".into()));
+        assert!(m.banner.as_ref().is_some_and(|b| b.text.contains("not usable")));
+    }
+
+    #[test]
     fn start_stop_state_machine() {
         let mut m = model();
         assert_eq!(m.selected.as_deref(), Some("monitor:M"), "primary display by default");
         assert_eq!(m.stop(), None, "nothing to stop");
-        let Some(Command::Start { source, quality, fps, port, password, relay, admit }) = m.start() else {
+        let Some(Command::Start { source, quality, fps, port, password, relay, admit, publish }) = m.start() else {
             panic!("start")
         };
         assert_eq!((source.as_str(), quality.as_str(), fps, port, password), ("monitor:M", "balanced", 30, 8080, None));
-        assert_eq!((relay, admit), (None, false));
+        assert_eq!((relay, admit, publish), (None, false, None));
         assert_eq!(m.phase, Phase::Starting);
         assert_eq!(m.start(), None, "no double start");
         m.apply(Event::Started { link: "http://x/s/t".into(), port: 8080 });
@@ -577,6 +751,7 @@ mod tests {
         let viewer = |id: &str| ViewerSnapshot {
             id: id.into(),
             remote: "127.0.0.1:5".parse().expect("addr"),
+            codec: peep_transport::VideoCodec::H264,
             state: peep_transport::ViewerState::Connected,
             connected_for: std::time::Duration::from_secs(3),
             rtt: None,
@@ -586,14 +761,19 @@ mod tests {
             bytes_sent: 2,
             frames_sent: 3,
             frames_dropped: 0,
+            frames_skipped: 0,
             keyframe_requests: 0,
+            queue_ms: 40,
+            retransmissions: 7,
+            nacks: 3,
+            plis: 1,
         };
         for i in 0..(HISTORY + 10) {
-            m.apply(Event::Status(Status {
+            m.apply(Event::Status(Box::new(Status {
                 viewers: vec![viewer("a"), viewer("b")],
                 fps: i as f32,
                 ..Status::default()
-            }));
+            })));
         }
         assert_eq!(m.status.viewers.len(), 2);
         assert_eq!(m.history[0].len(), HISTORY, "bounded");
@@ -625,23 +805,27 @@ mod tests {
         let _ = m.start();
         m.apply(Event::Started { link: "https://relay.example.org/r/abc".into(), port: 8080 });
         let status = |relay: RelayStatus| Status { relay: Some(relay), ..Status::default() };
-        m.apply(Event::Status(status(RelayStatus::Reconnecting {
+        m.apply(Event::Status(Box::new(status(RelayStatus::Reconnecting {
             link: "l".into(),
             attempt: 2,
             error: "connection reset".into(),
-        })));
+        }))));
         let b = m.banner.clone().expect("relay banner");
         assert!(!b.error && b.text.starts_with(RELAY_LOST) && b.text.contains("attempt 2"), "{b:?}");
-        m.apply(Event::Status(status(RelayStatus::Connected { link: "l".into(), whep: "w".into(), reconnects: 1 })));
+        m.apply(Event::Status(Box::new(status(RelayStatus::Connected {
+            link: "l".into(),
+            whep: "w".into(),
+            reconnects: 1,
+        }))));
         assert_eq!(m.banner, None, "cleared once the room is back");
-        m.apply(Event::Status(status(RelayStatus::Failed(
+        m.apply(Event::Status(Box::new(status(RelayStatus::Failed(
             "relay refused: another connection reclaimed this room".into(),
-        ))));
+        )))));
         assert!(m.banner.as_ref().is_some_and(|b| b.error && b.text.starts_with("Relay refused: another connection")));
         // Ask to join, live.
         let knock =
             Knock { id: 7, remote: "192.0.2.7".parse().expect("ip"), waiting: std::time::Duration::from_secs(1) };
-        m.apply(Event::Status(Status { knocks: vec![knock], ..Status::default() }));
+        m.apply(Event::Status(Box::new(Status { knocks: vec![knock], ..Status::default() })));
         assert_eq!(m.decide(7, true), Command::Admit(7, true));
         assert!(m.status.knocks.is_empty());
         assert_eq!(m.set_admit(false), Some(Command::SetAdmit(false)));

@@ -102,6 +102,7 @@ pub fn draw(ui: &mut egui::Ui, model: &mut Model, thumbnails: &Thumbnails) -> Ve
     });
     egui::CentralPanel::default().show(ui, |ui| {
         settings_row(ui, model, &mut commands);
+        publish_row(ui, model, &mut commands);
         ui.separator();
         match model.phase {
             Phase::Idle => {
@@ -189,6 +190,59 @@ fn settings_row(ui: &mut egui::Ui, model: &mut Model, commands: &mut Vec<Command
     });
 }
 
+/// "Publish to a server" (WHIP): on/off, URL and token. The URL and token
+/// are fixed while publishing (switch off, edit, switch on).
+fn publish_row(ui: &mut egui::Ui, model: &mut Model, commands: &mut Vec<Command>) {
+    ui.horizontal_wrapped(|ui| {
+        let mut on = model.publish.on;
+        let hint = "Also send one stream to a media server with WHIP (Janus, LiveKit ingress, mediamtx, \
+                    OvenMediaEngine, Cloudflare Stream), where any number of people can watch";
+        if ui.checkbox(&mut on, "Publish to a server").on_hover_text(hint).changed() {
+            commands.extend(model.set_publish_on(on));
+        }
+        let editable = !model.publish.on;
+        let label = ui.label("Server URL");
+        let mut url = model.publish.url.expose().to_owned();
+        let edit = egui::TextEdit::singleline(&mut url).hint_text("https://.../whip/...").desired_width(300.0);
+        if ui.add_enabled(editable, edit).labelled_by(label.id).changed() {
+            model.set_publish_url(url);
+        }
+        let label = ui.label("Token");
+        let mut token = model.publish.token.expose().to_owned();
+        let edit = egui::TextEdit::singleline(&mut token).password(true).desired_width(140.0);
+        if ui.add_enabled(editable, edit).labelled_by(label.id).changed() {
+            model.set_publish_token(token);
+        }
+    });
+}
+
+fn publish_status(ui: &mut egui::Ui, s: &super::model::Status) {
+    let Some(p) = &s.publish else { return };
+    ui.separator();
+    ui.strong("Server (WHIP)");
+    egui::Grid::new("publish").striped(true).show(ui, |ui| {
+        for h in ["server", "state", "bitrate", "RTT", "estimate"] {
+            ui.small(h);
+        }
+        ui.end_row();
+        ui.label(&p.server);
+        let state = match (p.state, p.retry_in) {
+            (peep_transport::PublishState::Reconnecting, Some(d)) => {
+                format!("reconnecting in {} s", d.as_secs_f64().ceil() as u64)
+            }
+            (state, _) => state.word().to_owned(),
+        };
+        ui.label(state);
+        ui.label(format!("{:.0} kbps", s.publish_kbps));
+        ui.label(p.rtt.map_or("-".into(), |r| format!("{:.1} ms", r.as_secs_f64() * 1e3)));
+        ui.label(format!("{} kbps", p.estimate_bps / 1000));
+        ui.end_row();
+    });
+    if let Some(message) = &p.message {
+        ui.label(RichText::new(message).color(Color32::from_rgb(0xe0, 0xa0, 0x60)));
+    }
+}
+
 fn sharing(ui: &mut egui::Ui, model: &mut Model, commands: &mut Vec<Command>) {
     if let Some(link) = model.link.as_ref().map(|l| l.expose().to_owned()) {
         ui.horizontal(|ui| {
@@ -205,8 +259,15 @@ fn sharing(ui: &mut egui::Ui, model: &mut Model, commands: &mut Vec<Command>) {
     }
     let s = model.status.clone();
     ui.label(format!(
-        "{:.1} fps | {:.0} kbps (target {:.0}) | encode {:.1} ms | dropped {} | unchanged {}",
-        s.fps, s.kbps, s.target_kbps, s.encode_ms, s.dropped, s.skipped
+        "{:.1} fps{} | {:.0} kbps (target {:.0}) | encode {:.1} ms | dropped {} | skipped for the link {} | unchanged {}",
+        s.fps,
+        if s.fps_limited_by_link { " (limited by the link)" } else { "" },
+        s.kbps,
+        s.target_kbps,
+        s.encode_ms,
+        s.dropped,
+        s.dropper_skipped,
+        s.skipped
     ));
     ui.horizontal(|ui| {
         for (i, name) in ["fps", "kbps", "encode ms"].iter().enumerate() {
@@ -216,6 +277,7 @@ fn sharing(ui: &mut egui::Ui, model: &mut Model, commands: &mut Vec<Command>) {
             });
         }
     });
+    publish_status(ui, &s);
     if let Some(relay) = &s.relay {
         ui.label(crate::console::relay_words(relay));
     }
@@ -237,16 +299,23 @@ fn sharing(ui: &mut egui::Ui, model: &mut Model, commands: &mut Vec<Command>) {
     ui.separator();
     ui.strong(format!("Viewers ({})", s.viewers.len()));
     egui::Grid::new("viewers").striped(true).show(ui, |ui| {
-        for h in ["address", "state", "path", "RTT", "estimate", "connected", ""] {
+        for h in ["address", "codec", "state", "path", "RTT", "estimate", "queue", "rtx", "NACK/PLI", "connected", ""] {
             ui.small(h);
         }
         ui.end_row();
         for v in &s.viewers {
             ui.label(v.remote.ip().to_string());
+            ui.label(v.codec.name()).on_hover_text(match v.codec {
+                peep_transport::VideoCodec::H264 => "H.264: the browser plays H.264",
+                _ => "this browser has no H.264: Peep runs a second encoder for it",
+            });
             ui.label(format!("{:?}", v.state).to_lowercase());
             ui.label(v.path.map_or("-", |p| p.as_str()));
             ui.label(v.rtt.map_or("-".into(), |r| format!("{:.1} ms", r.as_secs_f64() * 1e3)));
             ui.label(format!("{} kbps", v.estimate_bps / 1000));
+            ui.label(format!("{} ms", v.queue_ms));
+            ui.label(v.retransmissions.to_string());
+            ui.label(format!("{}/{}", v.nacks, v.plis));
             ui.label(format!("{}s", v.connected_for.as_secs()));
             if ui.button("Kick").clicked() {
                 commands.push(model.kick(&v.id));

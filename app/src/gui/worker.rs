@@ -82,11 +82,11 @@ fn run(commands: &Receiver<Command>, events: &Sender<Event>, preview: &Sender<Pr
     };
     let mut session: Option<Session> = None;
     let mut last_status = Instant::now();
-    let mut last = (Instant::now(), 0u64, 0u64);
+    let mut last = (Instant::now(), 0u64, 0u64, 0u64);
     loop {
         match commands.recv_timeout(STATUS_PERIOD) {
             Ok(Command::RefreshSources) => emit(list_sources()),
-            Ok(Command::Start { source, quality, fps, port, password, relay, admit }) => {
+            Ok(Command::Start { source, quality, fps, port, password, relay, admit, publish }) => {
                 if let Some(s) = session.take() {
                     let _ = s.stop();
                 }
@@ -97,11 +97,27 @@ fn run(commands: &Receiver<Command>, events: &Sender<Event>, preview: &Sender<Pr
                         let port = s.share().local_addr().port();
                         // Also on stdout, for scripts and the window test.
                         println!("Link: {}", link.expose());
+                        let publish_error = publish.and_then(|c| s.share().start_publish(c).err());
                         session = Some(s);
-                        last = (Instant::now(), 0, 0);
+                        last = (Instant::now(), 0, 0, 0);
                         emit(Event::Started { link, port });
+                        if let Some(e) = publish_error {
+                            emit(Event::PublishFailed(e.to_string()));
+                        }
                     }
                     Err(e) => emit(Event::StartFailed(start_error(&e))),
+                }
+            }
+            Ok(Command::Publish(config)) => {
+                if let Some(s) = &session {
+                    match config {
+                        Some(c) => {
+                            if let Err(e) = s.share().start_publish(c) {
+                                emit(Event::PublishFailed(e.to_string()));
+                            }
+                        }
+                        None => s.share().stop_publish(),
+                    }
                 }
             }
             Ok(Command::Stop) => {
@@ -155,7 +171,7 @@ fn run(commands: &Receiver<Command>, events: &Sender<Event>, preview: &Sender<Pr
                 emit(Event::Stopped(Some(error.unwrap_or_else(|| "the capture ended".into()))));
             } else if last_status.elapsed() >= STATUS_PERIOD {
                 last_status = Instant::now();
-                emit(Event::Status(status(s, &mut last)));
+                emit(Event::Status(Box::new(status(s, &mut last))));
             }
         }
     }
@@ -164,11 +180,15 @@ fn run(commands: &Receiver<Command>, events: &Sender<Event>, preview: &Sender<Pr
     }
 }
 
-fn status(s: &Session, last: &mut (Instant, u64, u64)) -> Status {
+fn status(s: &Session, last: &mut (Instant, u64, u64, u64)) -> Status {
     let p = s.pipeline_stats();
     let (frames, bytes) = (p.frames_encoded.load(Relaxed), p.bytes.load(Relaxed));
     let secs = last.0.elapsed().as_secs_f32().max(1e-3);
+    let publish = s.share().publish_status();
+    let published = publish.as_ref().map_or(0, |p| p.bytes_sent);
     let status = Status {
+        publish_kbps: published.saturating_sub(last.3) as f32 * 8.0 / secs / 1e3,
+        publish,
         viewers: s.share().viewers(),
         fps: (frames - last.1) as f32 / secs,
         kbps: (bytes - last.2) as f32 * 8.0 / secs / 1e3,
@@ -178,8 +198,10 @@ fn status(s: &Session, last: &mut (Instant, u64, u64)) -> Status {
         skipped: s.capture_stats().frames_unchanged.load(Relaxed),
         relay: s.share().relay_status(),
         knocks: s.share().knocks(),
+        dropper_skipped: p.frames_skipped_budget.load(Relaxed) + p.frames_skipped_backlog.load(Relaxed),
+        fps_limited_by_link: p.fps_limited_by_link.load(Relaxed),
     };
-    *last = (Instant::now(), frames, bytes);
+    *last = (Instant::now(), frames, bytes, published);
     status
 }
 

@@ -122,6 +122,18 @@ pub const LATENCY_PROBE: &str = r#"
 })()
 "#;
 
+/// How to start Chromium.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Launch<'a> {
+    /// Extra command-line flags.
+    pub extra_args: &'a [&'a str],
+    /// Run inside this network namespace (`ip netns exec`).
+    pub netns: Option<&'a str>,
+    /// Run with a window on this X display instead of headless (screen
+    /// capture with getDisplayMedia needs it).
+    pub display: Option<&'a str>,
+}
+
 /// A running Chromium.
 pub struct Browser {
     child: Child,
@@ -156,18 +168,25 @@ impl Browser {
             "--disable-features=WebRtcHideLocalIpsWithMdns",
         ];
         let args: Vec<&str> = loopback.iter().chain(extra_args).copied().collect();
-        Self::start(None, &args, true)
+        Self::start(&Launch { extra_args: &args, ..Launch::default() }, true)
     }
 
     /// Starts headless Chromium inside network namespace `netns`, with
     /// Chromium's default WebRTC behaviour (mDNS host candidates, no camera).
     pub fn launch_in(netns: &str, extra_args: &[&str]) -> Self {
-        Self::start(Some(netns), extra_args, false)
+        Self::start(&Launch { extra_args, netns: Some(netns), display: None }, false)
     }
 
-    fn start(netns: Option<&str>, extra_args: &[&str], loopback: bool) -> Self {
+    /// Starts Chromium as `launch` says (in a network namespace, with a
+    /// window on an X display, …), with its default WebRTC behaviour.
+    pub fn launch_opts(launch: &Launch<'_>) -> Self {
+        Self::start(launch, false)
+    }
+
+    fn start(launch: &Launch<'_>, loopback: bool) -> Self {
         use std::os::fd::AsRawFd;
         use std::os::unix::process::CommandExt;
+        let extra_args = launch.extra_args;
         assert!(
             std::path::Path::new(CHROMIUM).exists(),
             "browser tests need Debian's Chromium: install it with `apt-get install chromium`"
@@ -180,7 +199,7 @@ impl Browser {
         std::fs::create_dir_all(&profile).expect("profile dir");
         let (commands_rx, to_browser) = std::io::pipe().expect("pipe");
         let (from_browser, replies_tx) = std::io::pipe().expect("pipe");
-        let mut command = match netns {
+        let mut command = match launch.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns, CHROMIUM]);
@@ -188,9 +207,16 @@ impl Browser {
             }
             None => Command::new(CHROMIUM),
         };
+        match launch.display {
+            Some(display) => {
+                command.env("DISPLAY", display);
+            }
+            None => {
+                command.arg("--headless");
+            }
+        }
         command
             .args([
-                "--headless",
                 "--no-sandbox",
                 "--disable-gpu",
                 "--disable-quic",
@@ -262,16 +288,28 @@ impl Browser {
         }
     }
 
-    /// Opens a tab at `url` with the loopback shim and the mark reader installed.
+    /// Opens a tab at `url` with the mark reader (and, on loopback, the
+    /// camera shim) installed.
     pub fn open(&mut self, url: &str) -> Page {
+        let shim = if self.loopback { LOOPBACK_SHIM } else { "" };
+        let loopback = self.loopback;
+        self.open_with_scripts(url, &format!("{shim}\n{OFFER_RECORDER}\n{MARK_READER}"), loopback)
+    }
+
+    /// Opens a tab at `url` with only `script` installed (no camera grant).
+    pub fn open_plain(&mut self, url: &str, script: &str) -> Page {
+        self.open_with_scripts(url, script, false)
+    }
+
+    fn open_with_scripts(&mut self, url: &str, script: &str, grant_camera: bool) -> Page {
         // Each viewer in its own window, so none is a hidden background tab.
         let target = self.call(None, "Target.createTarget", json!({ "url": "about:blank", "newWindow": true }));
         let target_id = target["targetId"].as_str().expect("targetId").to_owned();
         let attached = self.call(None, "Target.attachToTarget", json!({ "targetId": target_id, "flatten": true }));
         let session_id = attached["sessionId"].as_str().expect("sessionId").to_owned();
         let page = Page { target_id, session_id };
-        let origin = url.split('/').take(3).collect::<Vec<_>>().join("/");
-        if self.loopback {
+        if grant_camera {
+            let origin = url.split('/').take(3).collect::<Vec<_>>().join("/");
             self.call(
                 None,
                 "Browser.grantPermissions",
@@ -280,12 +318,7 @@ impl Browser {
         }
         self.call(Some(&page.session_id), "Page.enable", json!({}));
         self.call(Some(&page.session_id), "Emulation.setFocusEmulationEnabled", json!({ "enabled": true }));
-        let shim = if self.loopback { LOOPBACK_SHIM } else { "" };
-        self.call(
-            Some(&page.session_id),
-            "Page.addScriptToEvaluateOnNewDocument",
-            json!({ "source": format!("{shim}\n{OFFER_RECORDER}\n{MARK_READER}") }),
-        );
+        self.call(Some(&page.session_id), "Page.addScriptToEvaluateOnNewDocument", json!({ "source": script }));
         self.navigate(&page, url);
         page
     }
@@ -302,10 +335,20 @@ impl Browser {
 
     /// Evaluates `expression` (awaiting promises) and returns its value.
     pub fn eval(&mut self, page: &Page, expression: &str) -> Value {
+        self.eval_opts(page, expression, false)
+    }
+
+    /// Like [`Browser::eval`], as if the user had just clicked (APIs such as
+    /// getDisplayMedia want a user gesture).
+    pub fn eval_gesture(&mut self, page: &Page, expression: &str) -> Value {
+        self.eval_opts(page, expression, true)
+    }
+
+    fn eval_opts(&mut self, page: &Page, expression: &str, user_gesture: bool) -> Value {
         let r = self.call(
             Some(&page.session_id),
             "Runtime.evaluate",
-            json!({ "expression": expression, "awaitPromise": true, "returnByValue": true }),
+            json!({ "expression": expression, "awaitPromise": true, "returnByValue": true, "userGesture": user_gesture }),
         );
         if let Some(ex) = r.get("exceptionDetails") {
             panic!("{expression} threw: {ex}");

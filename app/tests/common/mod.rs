@@ -2,8 +2,12 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod firefox;
 pub mod internet;
+pub mod janus;
+pub mod lab;
 pub mod netns;
+pub mod scenario;
 
 use openh264::decoder::Decoder;
 use openh264::formats::YUVSource;

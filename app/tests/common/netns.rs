@@ -66,6 +66,22 @@ impl Netns {
         c
     }
 
+    /// Runs `f` on a new thread inside this namespace (sockets it opens
+    /// live here) and returns its result.
+    pub fn run_in<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
+        peep_netlab::netns::run_in(&self.name, f)
+            .unwrap_or_else(|e| panic!("entering network namespace {}: {e} (needs root)", self.name))
+    }
+
+    /// Starts a named thread inside this namespace.
+    pub fn spawn_in<R: Send + 'static>(
+        &self,
+        thread: &str,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> std::thread::JoinHandle<std::io::Result<R>> {
+        peep_netlab::netns::spawn_in(&self.name, thread, f).expect("spawn a thread")
+    }
+
     /// Runs `program ARGS` inside the namespace, failing the test on error.
     pub fn run(&self, program: &str, args: &[&str], package: &str) -> Output {
         let mut all = vec!["netns", "exec", self.name.as_str(), program];
@@ -81,7 +97,8 @@ impl Drop for Netns {
 }
 
 /// One end of a veth pair: which namespace (`None`: the test's own), the
-/// interface name and its address with prefix length (`10.0.0.1/30`).
+/// interface name and its address with prefix length (`10.0.0.1/30`;
+/// empty for an unaddressed end, e.g. a bridge port).
 #[derive(Debug, Clone)]
 pub struct End {
     pub ns: Option<String>,
@@ -116,20 +133,27 @@ pub struct Link {
 impl Link {
     /// Joins `a` (address `a_addr`, e.g. `10.9.0.1/30`) to `b`.
     pub fn new(a: Option<&Netns>, a_addr: &str, b: Option<&Netns>, b_addr: &str) -> Self {
+        Self::new_opt(a, Some(a_addr), b, Some(b_addr))
+    }
+
+    /// Like [`Link::new`], leaving an end without an address where `None`.
+    pub fn new_opt(a: Option<&Netns>, a_addr: Option<&str>, b: Option<&Netns>, b_addr: Option<&str>) -> Self {
         let base = unique("pv");
         let (a_dev, b_dev) = (format!("{base}a"), format!("{base}b"));
         ip(&["link", "add", &a_dev, "type", "veth", "peer", "name", &b_dev]);
-        let end = |ns: Option<&Netns>, dev: String, addr: &str| End {
+        let end = |ns: Option<&Netns>, dev: String, addr: Option<&str>| End {
             ns: ns.map(|n| n.name.clone()),
             dev,
-            addr: addr.to_owned(),
+            addr: addr.unwrap_or_default().to_owned(),
         };
         let link = Self { a: end(a, a_dev, a_addr), b: end(b, b_dev, b_addr) };
         for e in [&link.a, &link.b] {
             if let Some(ns) = &e.ns {
                 ip(&["link", "set", &e.dev, "netns", ns]);
             }
-            e.ip_cmd(&["addr", "add", &e.addr, "dev", &e.dev]);
+            if !e.addr.is_empty() {
+                e.ip_cmd(&["addr", "add", &e.addr, "dev", &e.dev]);
+            }
             e.ip_cmd(&["link", "set", &e.dev, "up"]);
         }
         link

@@ -1,0 +1,112 @@
+//! Secrets (the link token, the password) never reach logs or `Debug`
+//! output, even with every crate logging at `trace` while requests that
+//! carry them are served. Its own test binary: it installs the global
+//! log subscriber.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use peep_transport::{Secret, Share, ShareConfig};
+
+const PASSWORD: &str = "correct-horse-battery-staple";
+
+/// Collects everything logged, at every level, from every crate.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> u16 {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).expect("write head");
+    s.write_all(body).expect("write body");
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// A real Chromium offer (the fuzz target's seed).
+fn chromium_offer() -> Vec<u8> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/seeds/offer");
+    let entry = std::fs::read_dir(dir).expect("fuzz/seeds/offer").flatten().next().expect("a seed offer");
+    std::fs::read(entry.path()).expect("read seed")
+}
+
+#[test]
+fn secrets_stay_out_of_trace_logs_and_debug_output() {
+    let captured = Captured::default();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .init();
+
+    let config = ShareConfig {
+        bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: 0,
+        password: Some(Secret::from(PASSWORD)),
+        ..ShareConfig::default()
+    };
+    let config_debug = format!("{config:?}");
+    let share = Share::start(config).expect("share");
+    let link = share.link().to_owned();
+    let token = link.rsplit('/').next().expect("token").to_owned();
+    assert_eq!(token.len(), 32, "a 128-bit token in hex: {}", token.len());
+    let path = &link[link.find("/s/").expect("path")..];
+    let addr = share.local_addr();
+
+    // The page, a wrong password, the right one (a real viewer's offer,
+    // answered with a real peer connection), and a goodbye.
+    assert_eq!(request(addr, "GET", path, &[], b""), 200);
+    let offer = chromium_offer();
+    let sdp = [("Content-Type", "application/sdp")];
+    let wrong = format!("Bearer not-{PASSWORD}");
+    let right = format!("Bearer {PASSWORD}");
+    assert_eq!(request(addr, "POST", &format!("{path}/whep"), &[sdp[0], ("Authorization", &wrong)], &offer), 401);
+    assert_eq!(request(addr, "POST", &format!("{path}/whep"), &[sdp[0], ("Authorization", &right)], &offer), 201);
+    let viewer = share.viewers().pop().expect("the viewer is registered");
+    assert_eq!(request(addr, "DELETE", &format!("{path}/whep/{}", viewer.id), &[], b""), 200);
+
+    let debug = [config_debug, format!("{share:?}"), format!("{viewer:?}"), format!("{:?}", share.stats())];
+    drop(share);
+    let logs = String::from_utf8_lossy(&captured.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+    // Not vacuous: the viewer's peer connection was logged down to trace level.
+    let lines = logs.lines().count();
+    assert!(
+        lines >= 10 && logs.contains(" TRACE ") && logs.contains("have-remote-offer"),
+        "expected a trace-level log of the requests, got {lines} lines:\n{logs}"
+    );
+    for (what, text) in std::iter::once(("logs", &logs)).chain(debug.iter().map(|d| ("Debug output", d))) {
+        for (name, secret) in [("password", PASSWORD), ("link token", token.as_str())] {
+            if let Some(at) = text.find(secret) {
+                let around = &text[at.saturating_sub(200)..(at + secret.len() + 100).min(text.len())];
+                panic!("the {name} appears in the {what}: …{around}…");
+            }
+        }
+    }
+}
