@@ -35,6 +35,9 @@ enum Command {
     Record(RecordArgs),
     /// Share to a browser link until Ctrl-C.
     Share(ShareArgs),
+    /// Run a relay so people can share over the internet.
+    #[command(long_about = crate::relay::ABOUT, after_long_help = crate::relay::DEPLOY)]
+    Relay(crate::relay::RelayArgs),
     /// Show synthetic content in a window (for benchmarks and demos).
     #[command(hide = true)]
     DemoWindow {
@@ -101,6 +104,16 @@ struct ShareArgs {
     /// Stop after this many seconds (default: until Ctrl-C).
     #[arg(long)]
     seconds: Option<f64>,
+    /// Share over the internet through this relay (`peep relay`), e.g.
+    /// https://relay.example.org: the printed link is the relay's.
+    #[arg(long, env = "PEEP_RELAY")]
+    relay: Option<String>,
+    /// Trust this CA certificate (PEM) for the relay's HTTPS.
+    #[arg(long, requires = "relay")]
+    relay_ca: Option<PathBuf>,
+    /// Ask to join: each viewer waits until you let it in (type `a N` while sharing).
+    #[arg(long)]
+    admit: bool,
     /// Print one JSON line of statistics (sender, encoder, every viewer) to
     /// stdout every 200 ms, for the network lab's scenarios.
     #[arg(long, hide = true)]
@@ -195,6 +208,7 @@ pub fn run() -> Result<()> {
         Some(Command::List { json, backend }) => list(json, backend.unwrap_or_else(Backend::detect)),
         Some(Command::Record(args)) => record(args),
         Some(Command::Share(args)) => share(args),
+        Some(Command::Relay(args)) => crate::relay::run(args),
         #[cfg(target_os = "linux")]
         Some(Command::DemoWindow { scene, fps, seconds, then, after }) => {
             demo_window(&scene, fps, seconds, then.as_deref().zip(after))
@@ -362,6 +376,8 @@ fn share(args: ShareArgs) -> Result<()> {
         password: args.password,
         max_viewers: args.max_viewers,
         bitrate: range,
+        relay: args.relay.map(|url| peep_transport::RelayClientConfig { url, ca_file: args.relay_ca }),
+        admit: args.admit,
         codecs: args.codecs.0,
         ..ShareConfig::default()
     };
@@ -376,6 +392,9 @@ fn share(args: ShareArgs) -> Result<()> {
         let mut out = std::io::stdout().lock();
         writeln!(out, "Link: {}", session.share().link())?;
         writeln!(out, "WHEP: {}", session.share().whep_url())?;
+        if session.share().relay_status().is_some() {
+            writeln!(out, "LAN: {}", session.share().lan_link())?;
+        }
         out.flush()?;
     }
     if let Some(url) = args.whip {
@@ -387,14 +406,31 @@ fn share(args: ShareArgs) -> Result<()> {
         out.flush()?;
     }
     eprintln!("peep: sharing {description}; press Ctrl-C to stop");
+    if args.admit {
+        eprintln!("peep: viewers ask to join; {}", crate::console::HELP);
+    }
+    let typed = crate::console::spawn_stdin_reader();
+    let (mut announced, mut relay_failed) = (0u64, false);
     let started = Instant::now();
     let deadline = args.seconds.map(|s| started + Duration::from_secs_f64(s.max(0.0)));
     let mut last = (Instant::now(), [(0u64, 0u64); 3], 0u64);
     let mut publish_failed = None;
     while !interrupted.load(Relaxed) && deadline.is_none_or(|d| Instant::now() < d) && !session.is_finished() {
         std::thread::sleep(Duration::from_millis(200));
-        let publish = session.share().publish_status();
-        if let Some(p) = publish.as_ref().filter(|p| p.state == peep_transport::PublishState::Failed) {
+        let share = session.share();
+        for line in typed.try_iter() {
+            console_command(share, &line);
+        }
+        let fresh: Vec<_> = share.knocks().into_iter().filter(|k| k.id > announced).collect();
+        for knock in fresh {
+            announced = knock.id;
+            eprintln!("\n{}", crate::console::knock_line(&knock));
+        }
+        if let (false, Some(peep_transport::RelayStatus::Failed(why))) = (relay_failed, share.relay_status()) {
+            relay_failed = true;
+            eprintln!("\npeep: {why}; viewers already watching keep watching, new ones cannot join");
+        }
+        if let Some(p) = share.publish_status().filter(|p| p.state == peep_transport::PublishState::Failed) {
             publish_failed =
                 Some(format!("WHIP publish to {} failed: {}", p.server, p.message.as_deref().unwrap_or("?")));
             break;
@@ -410,10 +446,19 @@ fn share(args: ShareArgs) -> Result<()> {
                 let c = session.pipeline_stats().codec(codec);
                 *count = (c.frames_encoded.load(Relaxed), c.bytes.load(Relaxed));
             }
+            let publish = session.share().publish_status();
             let published = publish.as_ref().map_or(0, |p| p.bytes_sent);
             let whip =
                 publish.as_ref().map(|p| publish_words(p, (published.saturating_sub(last.2)) as f64 * 8.0 / secs));
-            eprint!("\r{}  {}", status_line(&session, secs, &last.1, &counts), whip.unwrap_or_default());
+            let paths = crate::console::viewer_paths(&session.share().viewers());
+            let relay = session.share().relay_status().map(|s| crate::console::relay_words(&s)).unwrap_or_default();
+            eprint!(
+                "\r{}  {}{}{}  ",
+                status_line(&session, secs, &last.1, &counts),
+                if paths.is_empty() { String::new() } else { format!("[{paths}]  ") },
+                whip.unwrap_or_default(),
+                relay,
+            );
             last = (now, counts, published);
         }
     }
@@ -605,6 +650,38 @@ fn parse_codecs(s: &str) -> Result<CodecList, String> {
     Ok(CodecList(out))
 }
 
+/// Applies a typed console command.
+fn console_command(share: &peep_transport::Share, line: &str) {
+    use crate::console::ConsoleCommand;
+    match crate::console::parse(line) {
+        Ok(ConsoleCommand::Admit(n)) | Ok(ConsoleCommand::Refuse(n)) if !share.knocks().iter().any(|k| k.id == n) => {
+            eprintln!("peep: nobody waits as #{n}");
+        }
+        Ok(ConsoleCommand::Admit(n)) => {
+            share.admit(n, true);
+            eprintln!("peep: let #{n} in");
+        }
+        Ok(ConsoleCommand::Refuse(n)) => {
+            share.admit(n, false);
+            eprintln!("peep: turned #{n} away");
+        }
+        Ok(ConsoleCommand::Kick(prefix)) => {
+            let matching: Vec<_> = share.viewers().into_iter().filter(|v| v.id.starts_with(&prefix)).collect();
+            match matching.as_slice() {
+                [one] => {
+                    share.kick(&one.id);
+                    eprintln!("peep: kicked {}", one.id);
+                }
+                [] => eprintln!("peep: no viewer id starts with {prefix:?} (type `v`)"),
+                _ => eprintln!("peep: several viewer ids start with {prefix:?}; type more of it"),
+            }
+        }
+        Ok(ConsoleCommand::List) => eprint!("\n{}", crate::console::list(&share.viewers(), &share.knocks())),
+        Ok(ConsoleCommand::Help) => eprintln!("\npeep: {}", crate::console::HELP),
+        Err(e) => eprintln!("\npeep: {e}"),
+    }
+}
+
 fn pipeline_summary(p: &Pipeline, elapsed: Duration, written: u64) -> String {
     use std::sync::atomic::Ordering::Relaxed;
     let (s, c) = (&p.stats, &p.capture_stats);
@@ -751,6 +828,7 @@ mod tests {
             state,
             connected_for: Duration::from_secs(1),
             rtt: None,
+            path: None,
             loss: 0.0,
             estimate_bps: 0,
             bytes_sent: 0,

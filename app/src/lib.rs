@@ -18,10 +18,12 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod console;
 pub mod governor;
 pub mod gui;
 pub mod pipeline;
 pub mod presets;
+pub mod relay;
 pub mod session;
 pub mod settings;
 pub mod sources;

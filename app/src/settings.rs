@@ -24,6 +24,12 @@ pub struct Settings {
     pub password_on: bool,
     /// Show the synthetic test source.
     pub developer: bool,
+    /// Share over the internet through a relay.
+    pub relay_on: bool,
+    /// The relay's URL (`https://relay.example.org`).
+    pub relay_url: String,
+    /// Ask to join: viewers wait until let in.
+    pub admit: bool,
 }
 
 impl Default for Settings {
@@ -35,6 +41,9 @@ impl Default for Settings {
             port: 8080,
             password_on: false,
             developer: false,
+            relay_on: false,
+            relay_url: String::new(),
+            admit: false,
         }
     }
 }
@@ -84,6 +93,9 @@ mod tests {
             port: 9000,
             password_on: true,
             developer: true,
+            relay_on: true,
+            relay_url: "https://relay.example.org".into(),
+            admit: true,
         };
         s.save(&path).expect("save");
         assert_eq!(Settings::load(&path), s);

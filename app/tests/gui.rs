@@ -7,7 +7,9 @@ use peep::gui::model::{Command, Event, Model, Phase, Status};
 use peep::gui::view::{Thumbnails, draw};
 use peep::settings::Settings;
 use peep_capture::{SourceInfo, SourceKind};
-use peep_transport::{VideoCodec, ViewerSnapshot, ViewerState};
+use std::time::Duration;
+
+use peep_transport::{Knock, RelayStatus, VideoCodec, ViewerSnapshot, ViewerState};
 
 type State = (Model, Vec<Command>);
 
@@ -48,6 +50,7 @@ fn viewer(id: &str, codec: VideoCodec) -> ViewerSnapshot {
         state: ViewerState::Connected,
         connected_for: std::time::Duration::from_secs(12),
         rtt: Some(std::time::Duration::from_millis(3)),
+        path: Some(peep_transport::ViewerPath::Relay),
         loss: 0.0,
         estimate_bps: 2_500_000,
         bytes_sent: 1,
@@ -73,7 +76,8 @@ fn start_share_then_stop() {
     h.run();
     h.get_by_label("Start sharing").click();
     h.run();
-    let Some(Command::Start { source, quality, fps, port, password, publish: None }) = h.state().1.last().cloned()
+    let Some(Command::Start { source, quality, fps, port, password, relay: None, admit: false, publish: None }) =
+        h.state().1.last().cloned()
     else {
         panic!("start command: {:?}", h.state().1)
     };
@@ -98,17 +102,18 @@ fn viewers_are_listed_and_can_be_kicked() {
     h.get_by_label("Start sharing").click();
     h.run();
     h.state_mut().0.apply(Event::Started { link: "http://x/s/t".into(), port: 8080 });
-    h.state_mut().0.apply(Event::Status(Status {
+    h.state_mut().0.apply(Event::Status(Box::new(Status {
         viewers: vec![viewer("v1", VideoCodec::Vp9)],
         fps: 30.0,
         kbps: 2000.0,
         ..Status::default()
-    }));
+    })));
     h.run();
     h.get_by_label("Viewers (1)");
     h.get_by_label("192.0.2.9");
     h.get_by_label("VP9"); // the viewer's codec
     h.get_by_label("3.0 ms");
+    h.get_by_label("relay");
     // The send side's figures: queue, retransmissions, NACK/PLI.
     h.get_by_label("40 ms");
     h.get_by_label("7");
@@ -161,6 +166,57 @@ fn preset_and_frame_rate_change_live_while_sharing() {
 }
 
 #[test]
+fn over_the_internet_with_a_relay_and_ask_to_join() {
+    let mut h = harness();
+    h.run();
+    h.get_by_label("Over the internet").click();
+    h.run();
+    // The text field is labelled by "Relay URL".
+    let field = h.get_by_label("Relay URL");
+    field.focus();
+    field.type_text("https://relay.example.org");
+    h.run();
+    assert_eq!(h.state().0.settings.relay_url, "https://relay.example.org");
+    h.get_by_label("Ask to join").click();
+    h.run();
+    h.get_by_label("Start sharing").click();
+    h.run();
+    let Some(Command::Start { relay, admit, .. }) = h.state().1.last().cloned() else {
+        panic!("start command: {:?}", h.state().1)
+    };
+    assert_eq!((relay.as_deref(), admit), (Some("https://relay.example.org"), true));
+    // The relay is down: the banner says so, in words.
+    h.state_mut().0.apply(Event::StartFailed("relay unreachable: Connection refused (os error 111)".into()));
+    h.run();
+    h.get_by_label_contains("Relay unreachable: Connection refused");
+    h.get_by_label("Dismiss").click();
+    h.get_by_label("Start sharing").click();
+    h.run();
+    h.state_mut().0.apply(Event::Started { link: "https://relay.example.org/r/0123".into(), port: 8080 });
+    h.state_mut().0.apply(Event::Status(Box::new(Status {
+        viewers: vec![viewer("v1", VideoCodec::H264)],
+        relay: Some(RelayStatus::Reconnecting { link: "l".into(), attempt: 1, error: "connection reset".into() }),
+        knocks: vec![Knock { id: 3, remote: "198.51.100.4".parse().expect("ip"), waiting: Duration::from_secs(2) }],
+        ..Status::default()
+    })));
+    h.run();
+    h.get_by_label("https://relay.example.org/r/0123");
+    h.get_by_label_contains("Relay connection lost (connection reset)");
+    h.get_by_label_contains("#3 from 198.51.100.4");
+    h.get_by_label("Let in").click();
+    h.run();
+    assert_eq!(h.state().1.last(), Some(&Command::Admit(3, true)));
+    h.state_mut().0.apply(Event::Status(Box::new(Status {
+        relay: Some(RelayStatus::Connected { link: "l".into(), whep: "w".into(), reconnects: 1 }),
+        ..Status::default()
+    })));
+    h.run();
+    assert!(h.state().0.banner.is_none(), "the relay banner goes once the room is back");
+    h.get_by_label_contains("room reclaimed");
+    assert!(h.state().0.settings_dirty, "the relay URL is persisted");
+}
+
+#[test]
 fn publish_to_a_server_with_url_and_token_then_its_state_bitrate_and_rtt_show() {
     use peep_transport::{PublishSnapshot, PublishState};
     let mut h = harness();
@@ -200,7 +256,11 @@ fn publish_to_a_server_with_url_and_token_then_its_state_bitrate_and_rtt_show() 
         keyframe_requests: 1,
         ice_servers: 0,
     };
-    h.state_mut().0.apply(Event::Status(Status { publish: Some(publish), publish_kbps: 1850.0, ..Status::default() }));
+    h.state_mut().0.apply(Event::Status(Box::new(Status {
+        publish: Some(publish),
+        publish_kbps: 1850.0,
+        ..Status::default()
+    })));
     h.run();
     h.get_by_label("Server (WHIP)");
     h.get_by_label("192.0.2.7:7080");

@@ -13,8 +13,10 @@
   const passwordInput = $('password-input');
   const passwordLabel = $('password-label');
 
-  const base = location.pathname.replace(/\/+$/, ''); // /s/<token>
+  const base = location.pathname.replace(/\/+$/, ''); // /s/<token> or, through a relay, /r/<room>
   const whepUrl = base + '/whep';
+  // `?ice=relay` forces media through TURN (iceTransportPolicy 'relay').
+  const forceRelay = new URLSearchParams(location.search).get('ice') === 'relay';
 
   // Jitter buffer delay (ms, averaged over a second) past which the page
   // reconnects to skip to live, and for how many consecutive seconds.
@@ -37,12 +39,79 @@
     throttled: 'Too many wrong passwords.',
     invalid: 'This link is invalid or the share has ended.',
     full: 'This share is full. Waiting for a free place…',
+    admission: 'Waiting for the sharer to let you in…',
+    refused: 'The sharer did not let you in.',
     error: 'Cannot connect.',
     // The sentence for `noCodec` comes from the server (it names the codecs
     // this browser offered); this is the fallback.
     noCodec: 'This browser offers no video codec Peep can send (H.264, VP9 or VP8). Open the link in Firefox, Chrome, Edge or Safari.',
     unsupported: 'This browser cannot play WebRTC video (it has no RTCPeerConnection). Open the link in Firefox, Chrome, Edge or Safari.',
   };
+
+  // ---- ICE servers: from the page (a relay fills the meta tag), refreshed
+  // from the WHEP endpoint's OPTIONS Link headers before every connection ----
+  function pageIceServers() {
+    const meta = document.querySelector('meta[name="peep-ice-servers"]');
+    if (!meta || !meta.content) return [];
+    try {
+      const list = JSON.parse(meta.content);
+      return Array.isArray(list) ? list : [];
+    } catch (e) {
+      return [];
+    }
+  }
+
+  // Link: <turn:h:p?transport=udp>; rel="ice-server"; username="u"; credential="c"
+  function parseLinks(header) {
+    const servers = [];
+    if (!header) return servers;
+    const re = /<([^>]*)>([^<]*)/g;
+    let m;
+    while ((m = re.exec(header)) !== null) {
+      const params = {};
+      const pre = /([a-zA-Z-]+)\s*=\s*"((?:[^"\\]|\\.)*)"/g;
+      let p;
+      while ((p = pre.exec(m[2])) !== null) params[p[1].toLowerCase()] = p[2].replace(/\\(.)/g, '$1');
+      if (params.rel !== 'ice-server') continue;
+      const server = { urls: [m[1]] };
+      if (params.username !== undefined) server.username = params.username;
+      if (params.credential !== undefined) server.credential = params.credential;
+      servers.push(server);
+    }
+    return servers;
+  }
+
+  let iceServers = pageIceServers();
+  let admission = 'none';
+
+  async function refreshIce() {
+    try {
+      const resp = await fetch(whepUrl, { method: 'OPTIONS' });
+      if (resp.status === 204 || resp.status === 200) {
+        const fresh = parseLinks(resp.headers.get('Link'));
+        if (fresh.length > 0) iceServers = fresh;
+        admission = resp.headers.get('X-Peep-Admission') || 'none';
+      }
+    } catch (e) {
+      // Keep what the page came with.
+    }
+  }
+
+  // TURN trouble, in words (from icecandidateerror events).
+  let turnErrors = [];
+  function turnTrouble() {
+    const auth = turnErrors.find((e) => e.errorCode === 401 || e.errorCode === 431 || e.errorCode === 438);
+    if (auth) {
+      return `Cannot connect: the relay server (TURN, ${auth.url}) refused its credentials (${auth.errorCode} ${auth.errorText || 'Unauthorized'}). ` +
+        'They are wrong or expired: reload the page for fresh ones. If this keeps happening, the relay and its TURN server do not share the same secret.';
+    }
+    const other = turnErrors.find((e) => e.url && e.url.startsWith('turn'));
+    if (other) {
+      return `Cannot connect: the relay server (TURN, ${other.url}) did not answer (${other.errorCode} ${other.errorText || ''}). ` +
+        'A firewall may block it.';
+    }
+    return null;
+  }
 
   let state = '';
   let pc = null;
@@ -54,7 +123,10 @@
   let retryTimer = null;
   let disconnectTimer = null;
   // firstFrameMs / offerSentMs: milliseconds since the page started loading.
-  const counters = { reconnects: 0, skipsToLive: 0, framesRendered: 0, offerSentMs: null, firstFrameMs: null };
+  const counters = {
+    reconnects: 0, skipsToLive: 0, framesRendered: 0, offerSentMs: null, firstFrameMs: null,
+    lastPostMs: null, path: null, localCandidateType: null, remoteCandidateType: null,
+  };
 
   function setState(next, detail) {
     state = next;
@@ -80,6 +152,14 @@
       pc.close();
       pc = null;
     }
+  }
+
+  // "the share has ended" → "The share has ended."
+  function sentence(text) {
+    const t = (text || '').trim();
+    if (!t) return '';
+    const s = t[0].toUpperCase() + t.slice(1);
+    return /[.!?…]$/.test(s) ? s : s + '.';
   }
 
   function finish(finalState, detail) {
@@ -132,8 +212,22 @@
     if (finished) return;
     cleanup(true);
     setState(counters.reconnects > 0 || attempt > 0 ? 'reconnecting' : 'connecting');
-    const conn = new RTCPeerConnection();
+    await refreshIce();
+    if (finished) return;
+    const config = { iceServers };
+    if (forceRelay) config.iceTransportPolicy = 'relay';
+    let conn;
+    try {
+      conn = new RTCPeerConnection(config);
+    } catch (e) {
+      // Malformed ICE servers: try without them.
+      conn = new RTCPeerConnection(forceRelay ? { iceTransportPolicy: 'relay' } : {});
+    }
     pc = conn;
+    turnErrors = [];
+    conn.onicecandidateerror = (ev) => {
+      if (conn === pc) turnErrors.push({ url: ev.url, errorCode: ev.errorCode, errorText: ev.errorText });
+    };
     const transceiver = conn.addTransceiver('video', { direction: 'recvonly' });
     // Play frames as soon as they are decoded.
     if ('jitterBufferTarget' in transceiver.receiver) transceiver.receiver.jitterBufferTarget = 0;
@@ -149,6 +243,11 @@
         connectedAt = performance.now();
         clearTimeout(disconnectTimer);
         if (state !== 'live') setState('waiting');
+      } else if (s === 'failed' && turnTrouble()) {
+        const why = turnTrouble();
+        cleanup(true);
+        setState('error', why);
+        retryTimer = setTimeout(connect, 10000);
       } else if (s === 'failed' || s === 'closed') {
         scheduleReconnect();
       } else if (s === 'disconnected') {
@@ -158,11 +257,22 @@
     };
     try {
       await conn.setLocalDescription(await conn.createOffer());
-      await gatheringComplete(conn, 1000);
+      await gatheringComplete(conn, iceServers.length > 0 ? 3000 : 1000);
+      if (conn !== pc) return;
+      if (forceRelay && !/ typ relay /.test(conn.localDescription.sdp)) {
+        // Nothing to offer: say why instead of failing in silence.
+        cleanup(false);
+        setState('error', turnTrouble() || 'Cannot connect: no relay (TURN) server is available for this share.');
+        retryTimer = setTimeout(connect, 10000);
+        return;
+      }
       const headers = { 'Content-Type': 'application/sdp' };
       if (password) headers.Authorization = 'Bearer ' + password;
       if (counters.offerSentMs === null) counters.offerSentMs = performance.now();
+      if (admission === 'ask') setState('admission');
+      const postedAt = performance.now();
       const resp = await fetch(whepUrl, { method: 'POST', headers, body: conn.localDescription.sdp });
+      counters.lastPostMs = performance.now() - postedAt;
       if (conn !== pc) return;
       const body = await resp.text();
       if (resp.status === 201) {
@@ -176,7 +286,9 @@
       if (resp.status === 401) {
         askPassword(body.includes('wrong'));
       } else if (resp.status === 404) {
-        finish('invalid');
+        finish('invalid', sentence(body) || MESSAGES.invalid);
+      } else if (resp.status === 403) {
+        finish('refused', sentence(body) || MESSAGES.refused);
       } else if (resp.status === 429) {
         const wait = Number(resp.headers.get('Retry-After')) || 5;
         setState('throttled', `${MESSAGES.throttled} Try again in ${wait} s.`);
@@ -186,8 +298,9 @@
         // says what this browser offered and what would fix it.
         finish('noCodec', body || MESSAGES.noCodec);
       } else if (resp.status === 503) {
-        setState(body.includes('full') ? 'full' : 'reconnecting', body.includes('full') ? MESSAGES.full : undefined);
-        retryTimer = setTimeout(connect, 3000);
+        setState(body.includes('full') ? 'full' : 'reconnecting', body.includes('full') ? MESSAGES.full : sentence(body) || undefined);
+        const wait = Number(resp.headers.get('Retry-After')) || 3;
+        retryTimer = setTimeout(connect, Math.min(10, wait) * 1000);
       } else {
         setState('error', `${MESSAGES.error} ${body}`);
         retryTimer = setTimeout(connect, 3000);
@@ -201,7 +314,7 @@
     if (!resource) return;
     const session = resource.split('/').pop();
     events = new EventSource(`${base}/events/${session}`);
-    events.addEventListener('ended', () => finish('ended'));
+    events.addEventListener('ended', (ev) => finish('ended', sentence(ev.data) || MESSAGES.ended));
     events.addEventListener('kicked', () => finish('kicked'));
   }
 
@@ -229,10 +342,22 @@
     const report = await pc.getStats();
     let inbound = null;
     let pair = null;
+    let selectedId = null;
     report.forEach((s) => {
       if (s.type === 'inbound-rtp' && s.kind === 'video') inbound = s;
-      if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
+      if (s.type === 'transport' && s.selectedCandidatePairId) selectedId = s.selectedCandidatePairId;
     });
+    report.forEach((s) => {
+      if (s.type !== 'candidate-pair') return;
+      if (selectedId ? s.id === selectedId : s.nominated && s.state === 'succeeded') pair = s;
+    });
+    if (pair) {
+      const local = report.get(pair.localCandidateId);
+      const remote = report.get(pair.remoteCandidateId);
+      counters.localCandidateType = local ? local.candidateType : null;
+      counters.remoteCandidateType = remote ? remote.candidateType : null;
+      counters.path = counters.localCandidateType === 'relay' || counters.remoteCandidateType === 'relay' ? 'relay' : 'direct';
+    }
     if (!inbound) return;
     const codecStats = inbound.codecId ? report.get(inbound.codecId) : null;
     // "video/VP9" → "VP9"; H264 → "H.264" as the sharer's app says it.
@@ -289,6 +414,7 @@
       `fps         ${f(s.fps, 1)}`,
       `bitrate     ${f(s.kbps)} kbps`,
       `rtt         ${f(s.rttMs, 1)} ms`,
+      `path        ${counters.path || '–'}`,
       `loss        ${f(s.lossPct, 1)} %`,
       `decode      ${f(s.decodeMs, 1)} ms`,
       `jitter buf  ${f(s.jitterMs, 1)} ms`,

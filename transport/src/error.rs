@@ -31,6 +31,18 @@ pub enum TransportError {
     /// The async runtime could not start.
     #[error("cannot start the network runtime: {0}")]
     Runtime(String),
+    /// A relay protocol message was malformed, oversized or out of place.
+    #[error("bad relay message: {0}")]
+    BadMessage(String),
+    /// The relay could not be reached (DNS, TCP, TLS, WebSocket handshake).
+    #[error("relay unreachable: {0}")]
+    RelayUnreachable(String),
+    /// The relay answered but refused (wrong owner secret, limits, version).
+    #[error("relay refused: {0}")]
+    RelayRefused(String),
+    /// A certificate or key could not be used.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Result alias for the transport crate.

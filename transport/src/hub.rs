@@ -180,6 +180,10 @@ pub(crate) struct Shared {
     pub udp_ips: Vec<IpAddr>,
     pub ending: AtomicBool,
     pub fault_drop_first_keyframe: bool,
+    /// "Ask to join": viewers waiting for the sharer's decision.
+    pub admission: Mutex<crate::admission::Admissions>,
+    /// STUN/TURN servers for new peer connections (from the relay, if any).
+    pub ice: Mutex<crate::relay::protocol::IceConfig>,
 }
 
 /// Locks a mutex, recovering from poisoning (a panicked holder leaves plain
@@ -341,6 +345,8 @@ impl Shared {
             udp_ips,
             ending: AtomicBool::new(false),
             fault_drop_first_keyframe,
+            admission: Mutex::new(crate::admission::Admissions::default()),
+            ice: Mutex::new(crate::relay::protocol::IceConfig::default()),
         }
     }
 }

@@ -45,6 +45,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod auth;
 pub mod bwe;
 pub mod codecs;
@@ -56,8 +57,10 @@ mod interceptors;
 pub mod keyframe;
 pub mod offer;
 pub mod pacer;
+mod path;
 mod peer;
 pub mod rate;
+pub mod relay;
 pub mod secret;
 pub mod sender;
 mod sendside;
@@ -66,12 +69,15 @@ pub mod share;
 mod track;
 pub mod viewer;
 pub mod vp9;
+mod whep;
 pub mod whip;
 
+pub use admission::Knock;
 pub use codecs::{CodecSet, VideoCodec};
 pub use error::{Result, TransportError};
 pub use rate::{BitrateRange, SendBacklog};
+pub use relay::{BuiltinTurnConfig, Relay, RelayClientConfig, RelayConfig, RelayStatus};
 pub use secret::Secret;
 pub use share::{EncoderRequest, Share, ShareConfig, ShareStats, detect_lan_ip};
-pub use viewer::{ViewerSnapshot, ViewerState};
+pub use viewer::{ViewerPath, ViewerSnapshot, ViewerState};
 pub use whip::{PublishSnapshot, PublishState, WhipConfig};

@@ -16,8 +16,8 @@ use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingPar
 use tokio::sync::{mpsc, watch};
 use webrtc::media_stream::track_local::TrackLocalEvent;
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceGatheringState,
-    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionState,
+    RTCSessionDescription, Registry, SettingEngineBuilder,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -30,6 +30,9 @@ use crate::keyframe::KeyframeReason;
 use crate::track::ViewerTrack;
 use crate::viewer::{ViewerState, ViewerStats};
 
+/// How long gathering candidates (STUN, TURN allocations) may take before
+/// the answer goes out with what was found.
+pub const GATHERING_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long ICE/DTLS may take before a viewer is given up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Without consent for this long a viewer is considered disconnected…
@@ -101,7 +104,7 @@ pub(crate) async fn accept_offer(
     let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
     let udp_addrs: Vec<String> = shared.udp_ips.iter().map(|ip| SocketAddr::new(*ip, 0).to_string()).collect();
     let pc = PeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_configuration(crate::relay::client::rtc_configuration(&shared))
         .with_media_engine(media)
         .with_setting_engine(settings)
         .with_interceptor_registry(registry)
@@ -138,10 +141,12 @@ pub(crate) async fn accept_offer(
         let answer =
             pc.create_answer(None).await.map_err(|e| TransportError::BadOffer(truncate(&e.to_string()).to_owned()))?;
         pc.set_local_description(answer).await.map_err(webrtc_err)?;
-        tokio::time::timeout(Duration::from_secs(3), gathering.wait_for(|s| *s == RTCIceGatheringState::Complete))
-            .await
-            .map_err(|_| webrtc_err("ICE gathering timed out"))?
-            .map_err(webrtc_err)?;
+        // An unreachable STUN/TURN server must not cost the viewer its
+        // answer: after the timeout, answer with the candidates found so far.
+        let gathered = gathering.wait_for(|s| *s == RTCIceGatheringState::Complete);
+        if tokio::time::timeout(GATHERING_TIMEOUT, gathered).await.is_err() {
+            tracing::warn!("ICE gathering incomplete after {GATHERING_TIMEOUT:?} (a STUN/TURN server did not answer)");
+        }
         let sdp = pc.local_description().await.ok_or_else(|| webrtc_err("no local description"))?.sdp;
         Ok::<_, TransportError>((sdp, track, sender, ssrc))
     }

@@ -53,6 +53,21 @@ impl From<&str> for Secret {
     }
 }
 
+/// Serialised as the plain string: for the relay protocol, which must carry
+/// owner secrets, passwords and TURN credentials to the one party that needs
+/// them. `Debug` still hides it.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

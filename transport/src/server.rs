@@ -21,7 +21,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -39,10 +39,10 @@ use crate::hub::{Notice, Shared, lock};
 /// Largest accepted request body (an SDP offer is 3–10 KiB).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-const VIEWER_HTML: &str = include_str!("../../assets/viewer/index.html");
+pub(crate) const VIEWER_HTML: &str = include_str!("../../assets/viewer/index.html");
 const VIEWER_JS: &str = include_str!("../../assets/viewer/viewer.js");
 const VIEWER_CSS: &str = include_str!("../../assets/viewer/viewer.css");
-const INVALID_HTML: &str = include_str!("../../assets/viewer/invalid.html");
+pub(crate) const INVALID_HTML: &str = include_str!("../../assets/viewer/invalid.html");
 
 type AppState = Arc<Shared>;
 
@@ -75,16 +75,19 @@ fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-fn text(status: StatusCode, body: &str) -> Response {
+pub(crate) fn text(status: StatusCode, body: &str) -> Response {
     let mut r = (status, body.to_owned()).into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
 }
 
-fn cors(mut r: Response) -> Response {
+pub(crate) fn cors(mut r: Response) -> Response {
     let h = r.headers_mut();
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("Location, Retry-After"));
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Location, Retry-After, Link, X-Peep-Admission"),
+    );
     r
 }
 
@@ -92,8 +95,8 @@ fn token_ok(shared: &Shared, token: &str) -> bool {
     constant_time_eq(token.as_bytes(), shared.token.expose().as_bytes())
 }
 
-fn page(status: StatusCode, content_type: &'static str, body: &'static str) -> Response {
-    let mut r = (status, body).into_response();
+pub(crate) fn page(status: StatusCode, content_type: &'static str, body: impl Into<axum::body::Body>) -> Response {
+    let mut r = (status, body.into()).into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -115,7 +118,7 @@ async fn viewer_page(State(shared): State<AppState>, Path(token): Path<String>) 
     }
 }
 
-async fn asset(Path(file): Path<String>) -> Response {
+pub(crate) async fn asset(Path(file): Path<String>) -> Response {
     match file.as_str() {
         "viewer.js" => page(StatusCode::OK, "text/javascript; charset=utf-8", VIEWER_JS),
         "viewer.css" => page(StatusCode::OK, "text/css; charset=utf-8", VIEWER_CSS),
@@ -123,45 +126,51 @@ async fn asset(Path(file): Path<String>) -> Response {
     }
 }
 
-async fn preflight() -> Response {
+async fn preflight(State(shared): State<AppState>) -> Response {
+    preflight_response(crate::whep::admission_on(&shared))
+}
+
+/// CORS preflight answer; `X-Peep-Admission: ask` tells the viewer page it
+/// will wait to be let in.
+pub(crate) fn preflight_response(admission: bool) -> Response {
     let mut r = cors(StatusCode::NO_CONTENT.into_response());
     let h = r.headers_mut();
+    h.insert("x-peep-admission", HeaderValue::from_static(if admission { "ask" } else { "none" }));
     h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, DELETE, OPTIONS"));
     h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Content-Type, Authorization"));
     h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
     r
 }
 
-/// Checks the `Authorization: Bearer` password, with the throttle.
-fn check_password(shared: &Shared, headers: &HeaderMap, client: SocketAddr) -> Result<(), Box<Response>> {
-    let Some(expected) = lock(&shared.password).clone() else { return Ok(()) };
-    let now = Instant::now();
-    if let Err(wait) = lock(&shared.throttle).check(client.ip(), now) {
-        let secs = wait.as_secs().max(1);
-        let mut r = text(StatusCode::TOO_MANY_REQUESTS, &format!("too many wrong passwords: try again in {secs} s"));
+/// The HTTP response for a WHEP outcome; `location` is the session's URL.
+fn whep_response(reply: crate::whep::Reply, location: impl FnOnce(&str) -> String) -> Response {
+    use crate::whep::Reply;
+    match reply {
+        Reply::Created { session, answer } => {
+            let mut r = (StatusCode::CREATED, answer).into_response();
+            let h = r.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+            if let Ok(v) = HeaderValue::from_str(&location(&session)) {
+                h.insert(header::LOCATION, v);
+            }
+            cors(r)
+        }
+        Reply::Deleted => cors(StatusCode::OK.into_response()),
+        Reply::Refused(refused) => cors(refused_response(&refused)),
+    }
+}
+
+/// A refusal as plain text with its `Retry-After` and `WWW-Authenticate`.
+pub(crate) fn refused_response(refused: &crate::whep::Refused) -> Response {
+    let status = StatusCode::from_u16(refused.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut r = text(status, &refused.message);
+    if let Some(secs) = refused.retry_after_s {
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        return Err(Box::new(r));
     }
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-    let unauthorized = |msg: &str| {
-        let mut r = text(StatusCode::UNAUTHORIZED, msg);
+    if refused.password_required {
         r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"peep\""));
-        r
-    };
-    match given {
-        None => Err(Box::new(unauthorized("password required"))),
-        Some(pw) if constant_time_eq(pw.as_bytes(), expected.expose().as_bytes()) => {
-            lock(&shared.throttle).success(client.ip());
-            Ok(())
-        }
-        Some(_) => {
-            lock(&shared.throttle).failure(client.ip(), now);
-            Err(Box::new(unauthorized("wrong password")))
-        }
     }
+    r
 }
 
 async fn whep_offer(
@@ -171,76 +180,26 @@ async fn whep_offer(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let refused = |r: Response| {
-        shared.stats.offers_refused.fetch_add(1, Ordering::Relaxed);
-        cors(r)
-    };
     if !token_ok(&shared, &token) {
-        return refused(text(StatusCode::NOT_FOUND, "this link is invalid or the share has ended"));
+        shared.stats.offers_refused.fetch_add(1, Ordering::Relaxed);
+        return cors(text(StatusCode::NOT_FOUND, "this link is invalid or the share has ended"));
     }
-    if shared.ending.load(Ordering::Acquire) {
-        return refused(text(StatusCode::SERVICE_UNAVAILABLE, "the share is ending"));
-    }
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !content_type.trim().to_ascii_lowercase().starts_with("application/sdp") {
-        return refused(text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected Content-Type: application/sdp"));
-    }
-    if let Err(r) = check_password(&shared, &headers, client) {
-        return refused(*r);
-    }
-    let offer = match crate::offer::parse_offer(&body) {
-        Ok(offer) => offer,
-        Err(e) => return refused(text(StatusCode::BAD_REQUEST, &e.to_string())),
+    let header = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let request = crate::whep::OfferRequest {
+        client,
+        content_type: header(header::CONTENT_TYPE),
+        authorization: header(header::AUTHORIZATION),
+        body: &body,
     };
-    if !shared.reserve_place() {
-        return refused(text(StatusCode::SERVICE_UNAVAILABLE, "the share is full: too many viewers"));
-    }
-    // In its own task: a panic deep in the WebRTC stack on hostile input
-    // must not take anything else down.
-    let accepted = tokio::spawn(crate::peer::accept_offer(shared.clone(), offer, client)).await;
-    shared.release_place();
-    match accepted {
-        Ok(Ok((session, answer))) => {
-            let location = format!("/s/{token}/whep/{session}");
-            let mut r = (StatusCode::CREATED, answer).into_response();
-            let h = r.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
-            if let Ok(v) = HeaderValue::from_str(&location) {
-                h.insert(header::LOCATION, v);
-            }
-            cors(r)
-        }
-        Ok(Err(crate::TransportError::BadOffer(reason))) => {
-            refused(text(StatusCode::BAD_REQUEST, &format!("bad SDP offer: {reason}")))
-        }
-        // A valid offer Peep cannot serve: 422, with the sentence the viewer
-        // page shows as it is (and stops retrying on).
-        Ok(Err(crate::TransportError::NoCommonCodec(sentence))) => {
-            refused(text(StatusCode::UNPROCESSABLE_ENTITY, &sentence))
-        }
-        Ok(Err(e)) => {
-            tracing::warn!("answering a viewer failed: {e}");
-            refused(text(StatusCode::INTERNAL_SERVER_ERROR, "could not set up the connection"))
-        }
-        Err(_) => {
-            tracing::warn!("answering a viewer panicked");
-            refused(text(StatusCode::BAD_REQUEST, "bad SDP offer"))
-        }
-    }
+    let reply = crate::whep::offer(&shared, request, || {}).await;
+    whep_response(reply, |session| format!("/s/{token}/whep/{session}"))
 }
 
 async fn whep_delete(State(shared): State<AppState>, Path((token, session)): Path<(String, String)>) -> Response {
     if !token_ok(&shared, &token) {
         return cors(text(StatusCode::NOT_FOUND, "this link is invalid or the share has ended"));
     }
-    match shared.remove_viewer(&session) {
-        Some(viewer) => {
-            shared.stats.sessions_deleted.fetch_add(1, Ordering::Relaxed);
-            viewer.peer.close().await;
-            cors(StatusCode::OK.into_response())
-        }
-        None => cors(text(StatusCode::NOT_FOUND, "no such session")),
-    }
+    whep_response(crate::whep::delete(&shared, &session).await, |_| String::new())
 }
 
 async fn events(State(shared): State<AppState>, Path((token, session)): Path<(String, String)>) -> Response {

@@ -65,6 +65,11 @@ pub struct ShareConfig {
     /// until its decoder asks for one (PLI or FIR).
     #[doc(hidden)]
     pub fault_drop_first_keyframe: bool,
+    /// Share over the internet through this relay (`peep relay`): the link
+    /// becomes the relay's, and peer connections use its STUN/TURN servers.
+    pub relay: Option<crate::relay::RelayClientConfig>,
+    /// "Ask to join": each viewer waits until admitted ([`Share::admit`]).
+    pub admit: bool,
 }
 
 impl Default for ShareConfig {
@@ -79,6 +84,8 @@ impl Default for ShareConfig {
             threads: 2,
             codecs: DEFAULT_PREFERENCE.to_vec(),
             fault_drop_first_keyframe: false,
+            relay: None,
+            admit: false,
         }
     }
 }
@@ -92,8 +99,21 @@ pub struct Share {
     server: Option<tokio::task::JoinHandle<()>>,
     local_addr: SocketAddr,
     link: String,
+    whep: String,
+    lan_link: String,
+    relay: Option<RelayHandle>,
     publish: std::sync::Mutex<Option<PublishHandle>>,
 }
+
+/// The relay client's handles.
+struct RelayHandle {
+    status: tokio::sync::watch::Receiver<crate::relay::RelayStatus>,
+    commands: mpsc::Sender<crate::relay::client::Command>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// How long [`Share::start`] waits for the relay to give a room.
+pub const RELAY_START_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl std::fmt::Debug for Share {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -125,9 +145,11 @@ impl Share {
             .map_err(|e| TransportError::Runtime(e.to_string()))?;
         let lan_ip = detect_lan_ip();
         // Media sockets bind explicit addresses: a wildcard bind skips loopback.
+        // (Through a relay, viewers are elsewhere: no loopback socket, whose
+        // TURN allocations could never succeed.)
         let udp_ips = if config.bind.is_unspecified() {
             let mut ips = vec![lan_ip];
-            if !lan_ip.is_loopback() {
+            if !lan_ip.is_loopback() && config.relay.is_none() {
                 ips.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
             }
             ips
@@ -156,6 +178,7 @@ impl Share {
         for codec in VideoCodec::ALL {
             shared.stats.set_target(codec, shared.start_bps(codec));
         }
+        lock(&shared.admission).on = config.admit;
         let addr = SocketAddr::new(config.bind, config.port);
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(addr))
@@ -168,7 +191,9 @@ impl Share {
                 IpAddr::V4(v4) => v4.to_string(),
             }
         });
-        let link = format!("http://{host}:{}/s/{}", local_addr.port(), shared.token.expose());
+        let lan_link = format!("http://{host}:{}/s/{}", local_addr.port(), shared.token.expose());
+        let mut link = lan_link.clone();
+        let mut whep = format!("{link}/whep");
         let (stop_server, stopped) = tokio::sync::oneshot::channel();
         let server = runtime.spawn(crate::server::serve(listener, shared.clone(), stopped));
         {
@@ -181,6 +206,49 @@ impl Share {
                 }
             });
         }
+        runtime.spawn(crate::path::watch(shared.clone()));
+        let relay = match config.relay {
+            Some(relay_config) => {
+                let (status_tx, mut status) = tokio::sync::watch::channel(crate::relay::RelayStatus::Connecting);
+                let (commands, command_rx) = mpsc::channel(16);
+                let task =
+                    runtime.spawn(crate::relay::client::run(shared.clone(), relay_config, status_tx, command_rx));
+                let first = runtime.block_on(async {
+                    let settled = status.wait_for(|s| !matches!(s, crate::relay::RelayStatus::Connecting));
+                    match tokio::time::timeout(RELAY_START_TIMEOUT, settled).await {
+                        Ok(Ok(s)) => s.clone(),
+                        Ok(Err(_)) => crate::relay::RelayStatus::Failed("relay client stopped".into()),
+                        Err(_) => crate::relay::RelayStatus::Failed(format!(
+                            "relay unreachable: no room within {} s",
+                            RELAY_START_TIMEOUT.as_secs()
+                        )),
+                    }
+                });
+                match first {
+                    crate::relay::RelayStatus::Connected { link: relay_link, whep: relay_whep, .. } => {
+                        link = relay_link.expose().to_owned();
+                        whep = relay_whep.expose().to_owned();
+                    }
+                    other => {
+                        task.abort();
+                        shared.ending.store(true, Ordering::Release);
+                        let _ = stop_server.send(());
+                        runtime.shutdown_timeout(Duration::from_secs(1));
+                        let words = match other {
+                            crate::relay::RelayStatus::Failed(w) => w,
+                            s => format!("{s:?}"),
+                        };
+                        return Err(if words.starts_with("relay refused") {
+                            TransportError::RelayRefused(words.trim_start_matches("relay refused: ").to_owned())
+                        } else {
+                            TransportError::RelayUnreachable(words.trim_start_matches("relay unreachable: ").to_owned())
+                        });
+                    }
+                }
+                Some(RelayHandle { status, commands, task })
+            }
+            None => None,
+        };
         Ok(Self {
             shared,
             requests,
@@ -189,18 +257,61 @@ impl Share {
             server: Some(server),
             local_addr,
             link,
+            whep,
+            lan_link,
+            relay,
             publish: std::sync::Mutex::new(None),
         })
     }
 
-    /// The link to give viewers (it carries the secret token).
+    /// The link to give viewers (it carries the secret token; through a
+    /// relay, the room).
     pub fn link(&self) -> &str {
         &self.link
     }
 
+    /// The link on this network (the share's own server), also when sharing
+    /// through a relay.
+    pub fn lan_link(&self) -> &str {
+        &self.lan_link
+    }
+
     /// The WHEP endpoint for other players.
     pub fn whep_url(&self) -> String {
-        format!("{}/whep", self.link)
+        self.whep.clone()
+    }
+
+    /// The relay connection's state (`None` for a LAN-only share).
+    pub fn relay_status(&self) -> Option<crate::relay::RelayStatus> {
+        self.relay.as_ref().map(|r| r.status.borrow().clone())
+    }
+
+    /// When the TURN credentials in use expire (Unix seconds; 0: none).
+    pub fn ice_expires_unix(&self) -> u64 {
+        lock(&self.shared.ice).expires_unix
+    }
+
+    /// Turns "ask to join" on or off; turning it off admits everyone waiting.
+    pub fn set_admit(&self, on: bool) {
+        let mut admission = lock(&self.shared.admission);
+        admission.on = on;
+        if !on {
+            admission.decide_all(true);
+        }
+        if let Some(r) = &self.relay {
+            let _ = r.commands.try_send(crate::relay::client::Command::Settings { admit: on });
+        }
+    }
+
+    /// Viewers waiting to be let in, oldest first.
+    pub fn knocks(&self) -> Vec<crate::admission::Knock> {
+        lock(&self.shared.admission).list(Instant::now())
+    }
+
+    /// Lets a waiting viewer in (`true`) or turns it away. False if it is
+    /// no longer waiting.
+    pub fn admit(&self, knock: u64, let_in: bool) -> bool {
+        lock(&self.shared.admission).decide(knock, let_in)
     }
 
     /// The address the HTTP server listens on.
@@ -380,6 +491,8 @@ impl Share {
         self.stop_publish();
         let Some(runtime) = self.runtime.take() else { return };
         self.shared.ending.store(true, Ordering::Release);
+        lock(&self.shared.admission).decide_all(false);
+        let relay = self.relay.take();
         let viewers: Vec<_> = lock(&self.shared.viewers).drain().map(|(_, v)| v).collect();
         for v in &viewers {
             let _ = v.notice.send(Notice::Ended);
@@ -392,6 +505,14 @@ impl Share {
             for v in &viewers {
                 v.stats.set_state(ViewerState::Closed);
                 v.peer.close().await;
+            }
+            if let Some(relay) = relay {
+                // The relay tells every page "ended" and forgets the room.
+                let _ = relay.commands.send(crate::relay::client::Command::Bye).await;
+                let mut task = relay.task;
+                if tokio::time::timeout(Duration::from_secs(2), &mut task).await.is_err() {
+                    task.abort();
+                }
             }
             if let Some(stop) = stop {
                 let _ = stop.send(());

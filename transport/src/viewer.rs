@@ -32,6 +32,26 @@ impl ViewerState {
     }
 }
 
+/// How a viewer's media travels, from the selected ICE candidate pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ViewerPath {
+    /// Peer to peer (host, server- or peer-reflexive candidates on both ends).
+    Direct,
+    /// Through a TURN server (a relay candidate on either end).
+    Relay,
+}
+
+impl ViewerPath {
+    /// `direct` or `relay`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Relay => "relay",
+        }
+    }
+}
+
 /// Counters of one viewer; all atomics, readable without locks.
 #[derive(Debug, Default)]
 pub struct ViewerStats {
@@ -85,6 +105,10 @@ pub struct ViewerStats {
     pub(crate) sender_wants_keyframe: AtomicBool,
     /// The next frame sent to this viewer must be a keyframe.
     pub(crate) needs_keyframe: AtomicBool,
+    /// 0 unknown, 1 direct, 2 relay (see [`ViewerPath`]).
+    pub(crate) path: AtomicU8,
+    /// Round-trip time of the selected ICE candidate pair, µs (0: unknown).
+    pub ice_rtt_us: AtomicU64,
 }
 
 impl ViewerStats {
@@ -108,6 +132,19 @@ impl ViewerStats {
     pub(crate) fn set_state(&self, state: ViewerState) {
         self.state.store(state as u8, Ordering::Release);
     }
+
+    /// The media path, once ICE has selected a pair.
+    pub fn path(&self) -> Option<ViewerPath> {
+        match self.path.load(Ordering::Relaxed) {
+            1 => Some(ViewerPath::Direct),
+            2 => Some(ViewerPath::Relay),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn set_path(&self, path: ViewerPath) {
+        self.path.store(if path == ViewerPath::Relay { 2 } else { 1 }, Ordering::Relaxed);
+    }
 }
 
 /// A copy of one viewer's stats, for display.
@@ -123,8 +160,10 @@ pub struct ViewerSnapshot {
     pub state: ViewerState,
     /// Time since the viewer's offer arrived.
     pub connected_for: Duration,
-    /// Round-trip time, if known.
+    /// Round-trip time, if known (RTCP; the ICE pair's before the first report).
     pub rtt: Option<Duration>,
+    /// Direct or through TURN, once known.
+    pub path: Option<ViewerPath>,
     /// Recent loss, 0.0–1.0.
     pub loss: f64,
     /// Congestion controller estimate, bps.
@@ -161,7 +200,10 @@ pub struct ViewerSnapshot {
 
 impl ViewerSnapshot {
     pub(crate) fn of(id: &str, remote: SocketAddr, codec: VideoCodec, since: Instant, s: &ViewerStats) -> Self {
-        let rtt_us = s.rtt_us.load(Ordering::Relaxed);
+        let rtt_us = match s.rtt_us.load(Ordering::Relaxed) {
+            0 => s.ice_rtt_us.load(Ordering::Relaxed),
+            rtcp => rtcp,
+        };
         Self {
             id: id.to_owned(),
             remote,
@@ -169,6 +211,7 @@ impl ViewerSnapshot {
             state: s.state(),
             connected_for: since.elapsed(),
             rtt: (rtt_us > 0).then(|| Duration::from_micros(rtt_us)),
+            path: s.path(),
             loss: f64::from(s.fraction_lost_256.load(Ordering::Relaxed)) / 256.0,
             estimate_bps: s.estimate_bps.load(Ordering::Relaxed),
             bytes_sent: s.bytes_sent.load(Ordering::Relaxed),
@@ -202,5 +245,10 @@ mod tests {
             assert_eq!(s.state(), st);
         }
         assert!(s.needs_keyframe.load(Ordering::Relaxed), "a new viewer waits for a keyframe");
+        assert_eq!(s.path(), None);
+        s.set_path(ViewerPath::Relay);
+        assert_eq!(s.path(), Some(ViewerPath::Relay));
+        s.set_path(ViewerPath::Direct);
+        assert_eq!(s.path().map(ViewerPath::as_str), Some("direct"));
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 
 use peep_capture::{SourceInfo, SourceKind, Thumbnail};
-use peep_transport::{PublishSnapshot, PublishState, Secret, ViewerSnapshot, WhipConfig};
+use peep_transport::{Knock, PublishSnapshot, PublishState, RelayStatus, Secret, ViewerSnapshot, WhipConfig};
 
 use crate::settings::Settings;
 
@@ -67,6 +67,10 @@ pub enum Command {
         port: u16,
         /// Viewer password.
         password: Option<Secret>,
+        /// Share over the internet through this relay.
+        relay: Option<String>,
+        /// Ask to join.
+        admit: bool,
         /// Also publish to this WHIP server.
         publish: Option<WhipConfig>,
     },
@@ -80,6 +84,10 @@ pub enum Command {
     SetPassword(Option<Secret>),
     /// Remove a viewer.
     Kick(String),
+    /// Turn "ask to join" on or off live.
+    SetAdmit(bool),
+    /// Let a waiting viewer in (`true`) or turn it away.
+    Admit(u64, bool),
     /// Open or close the preview.
     Preview(bool),
     /// Start (Some) or stop (None) publishing to a WHIP server while sharing.
@@ -103,6 +111,10 @@ pub struct Status {
     pub dropped: u64,
     /// Unchanged ticks skipped.
     pub skipped: u64,
+    /// The relay connection, when sharing over the internet.
+    pub relay: Option<RelayStatus>,
+    /// Viewers waiting to be let in.
+    pub knocks: Vec<Knock>,
     /// Frames the frame dropper skipped (encoder over budget, or a long send queue).
     pub dropper_skipped: u64,
     /// Whether the link, not the frame-rate setting, limits the frame rate.
@@ -144,8 +156,8 @@ pub enum Event {
     /// Asking the portal failed, or the chosen source went away before
     /// sharing started.
     PortalFailed(String),
-    /// Live figures.
-    Status(Status),
+    /// Live figures (boxed: the largest event by far, sent every 250 ms).
+    Status(Box<Status>),
     /// The share ended; `Some` when it ended on an error.
     Stopped(Option<String>),
     /// The WHIP publish could not start.
@@ -191,6 +203,24 @@ pub struct Banner {
     pub action: BannerAction,
     /// Whether it is an error (red) or information.
     pub error: bool,
+}
+
+/// Start of the banner shown while the relay connection is down (cleared
+/// when it is back).
+pub const RELAY_LOST: &str = "Relay connection lost";
+
+/// The banner for a failed start, with relay failures in their own words.
+fn start_failed_banner(reason: &str) -> Banner {
+    let text = if let Some(why) = reason.strip_prefix("relay unreachable: ") {
+        format!(
+            "Relay unreachable: {why}. Check the relay URL and your connection, or untick \"Over the internet\" to share on this network only."
+        )
+    } else if let Some(why) = reason.strip_prefix("relay refused: ") {
+        format!("Relay refused: {why}.")
+    } else {
+        format!("Could not start sharing: {reason}")
+    };
+    Banner { text, action: BannerAction::Dismiss, error: true }
 }
 
 /// The GUI's state.
@@ -334,6 +364,15 @@ impl Model {
             });
             return None;
         };
+        let relay_url = self.settings.relay_url.trim().to_owned();
+        if self.settings.relay_on && relay_url.is_empty() {
+            self.banner = Some(Banner {
+                text: "Enter the relay's URL (e.g. https://relay.example.org) to share over the internet.".into(),
+                action: BannerAction::Dismiss,
+                error: false,
+            });
+            return None;
+        }
         let publish = match self.publish.on.then(|| self.publish.config()) {
             Some(Err(why)) => {
                 self.banner = Some(Banner {
@@ -354,6 +393,8 @@ impl Model {
             fps: self.settings.fps,
             port: self.settings.port,
             password: self.settings.password_on.then(|| self.password.clone()),
+            relay: self.settings.relay_on.then_some(relay_url),
+            admit: self.settings.admit,
             publish,
         })
     }
@@ -443,6 +484,41 @@ impl Model {
             self.settings.port = port;
             self.settings_dirty = true;
         }
+    }
+
+    /// The user ticked or unticked "Over the internet" (next share).
+    pub fn set_relay_on(&mut self, on: bool) {
+        if self.settings.relay_on != on {
+            self.settings.relay_on = on;
+            self.settings_dirty = true;
+        }
+    }
+
+    /// The user edited the relay URL (next share).
+    pub fn set_relay_url(&mut self, url: &str) {
+        if self.settings.relay_url != url {
+            self.settings.relay_url = url.to_owned();
+            self.settings_dirty = true;
+        }
+    }
+
+    /// The user switched "ask to join"; applies live while sharing.
+    pub fn set_admit(&mut self, on: bool) -> Option<Command> {
+        if self.settings.admit == on {
+            return None;
+        }
+        self.settings.admit = on;
+        self.settings_dirty = true;
+        if !on {
+            self.status.knocks.clear();
+        }
+        (self.phase == Phase::Sharing).then_some(Command::SetAdmit(on))
+    }
+
+    /// The user let a waiting viewer in or turned it away.
+    pub fn decide(&mut self, id: u64, admit: bool) -> Command {
+        self.status.knocks.retain(|k| k.id != id);
+        Command::Admit(id, admit)
     }
 
     /// The user kicked a viewer.
@@ -539,11 +615,7 @@ impl Model {
             }
             Event::StartFailed(reason) => {
                 self.phase = Phase::Idle;
-                self.banner = Some(Banner {
-                    text: format!("Could not start sharing: {reason}"),
-                    action: BannerAction::Dismiss,
-                    error: true,
-                });
+                self.banner = Some(start_failed_banner(&reason));
             }
             Event::PublishFailed(reason) => {
                 self.publish.on = false;
@@ -570,7 +642,8 @@ impl Model {
                     }
                     h.push_back(v);
                 }
-                self.status = status;
+                self.relay_banner(status.relay.as_ref());
+                self.status = *status;
             }
             Event::Stopped(error) => {
                 self.phase = Phase::Idle;
@@ -600,6 +673,37 @@ impl Model {
                     }
                 });
             }
+        }
+    }
+}
+
+impl Model {
+    /// Shows, updates or clears the relay banner from the relay's state.
+    fn relay_banner(&mut self, relay: Option<&RelayStatus>) {
+        let ours =
+            self.banner.as_ref().is_some_and(|b| b.text.starts_with(RELAY_LOST) || b.text.starts_with("Relay refused"));
+        match relay {
+            Some(RelayStatus::Reconnecting { attempt, error, .. }) => {
+                self.banner = Some(Banner {
+                    text: format!(
+                        "{RELAY_LOST} ({error}); reconnecting, attempt {attempt}. Viewers already watching keep watching; the link stays the same."
+                    ),
+                    action: BannerAction::Dismiss,
+                    error: false,
+                });
+            }
+            Some(RelayStatus::Failed(why)) if !ours => {
+                let why = why.strip_prefix("relay refused: ").unwrap_or(why);
+                self.banner = Some(Banner {
+                    text: format!(
+                        "Relay refused: {why}. New viewers cannot join; viewers already watching keep watching."
+                    ),
+                    action: BannerAction::Dismiss,
+                    error: true,
+                });
+            }
+            Some(RelayStatus::Connected { .. }) if ours => self.banner = None,
+            _ => {}
         }
     }
 }
@@ -692,7 +796,7 @@ mod tests {
         assert!(!debug.contains("KEY-123") && !debug.contains("tok-456"), "{debug}");
         // The server refuses: a banner says why, and switching on again retries.
         let failed = publish_snapshot(PublishState::Failed, Some("HTTP 403 Forbidden; check the token"));
-        m.apply(Event::Status(Status { publish: Some(failed), ..Status::default() }));
+        m.apply(Event::Status(Box::new(Status { publish: Some(failed), ..Status::default() })));
         assert!(!m.publish.on);
         assert!(m.banner.as_ref().is_some_and(|b| b.text.contains("sfu.example:7080") && b.text.contains("403")));
         m.set_publish_url("ftp://nope".into());
@@ -707,9 +811,11 @@ mod tests {
         let mut m = model();
         assert_eq!(m.selected.as_deref(), Some("monitor:M"), "primary display by default");
         assert_eq!(m.stop(), None, "nothing to stop");
-        let Some(Command::Start { source, quality, fps, port, password, publish }) = m.start() else { panic!("start") };
+        let Some(Command::Start { source, quality, fps, port, password, relay, admit, publish }) = m.start() else {
+            panic!("start")
+        };
         assert_eq!((source.as_str(), quality.as_str(), fps, port, password), ("monitor:M", "balanced", 30, 8080, None));
-        assert_eq!(publish, None);
+        assert_eq!((relay, admit, publish), (None, false, None));
         assert_eq!(m.phase, Phase::Starting);
         assert_eq!(m.start(), None, "no double start");
         m.apply(Event::Started { link: "http://x/s/t".into(), port: 8080 });
@@ -767,6 +873,7 @@ mod tests {
             state: peep_transport::ViewerState::Connected,
             connected_for: std::time::Duration::from_secs(3),
             rtt: None,
+            path: None,
             loss: 0.0,
             estimate_bps: 1,
             bytes_sent: 2,
@@ -785,11 +892,11 @@ mod tests {
             playout_min_ms: 0,
         };
         for i in 0..(HISTORY + 10) {
-            m.apply(Event::Status(Status {
+            m.apply(Event::Status(Box::new(Status {
                 viewers: vec![viewer("a"), viewer("b")],
                 fps: i as f32,
                 ..Status::default()
-            }));
+            })));
         }
         assert_eq!(m.status.viewers.len(), 2);
         assert_eq!(m.history[0].len(), HISTORY, "bounded");
@@ -828,6 +935,55 @@ mod tests {
         let _ = m.start();
         m.apply(Event::Cancelled);
         assert_eq!(m.phase, Phase::Idle);
+    }
+
+    #[test]
+    fn over_the_internet_relay_banners_and_admission() {
+        let mut m = model();
+        m.set_relay_on(true);
+        assert_eq!(m.start(), None, "no relay URL yet");
+        assert!(m.banner.as_ref().is_some_and(|b| b.text.contains("Enter the relay's URL")));
+        m.set_relay_url("https://relay.example.org");
+        assert_eq!(m.set_admit(true), None, "idle: remembered");
+        let Some(Command::Start { relay, admit, .. }) = m.start() else { panic!("start") };
+        assert_eq!((relay.as_deref(), admit), (Some("https://relay.example.org"), true));
+        assert!(m.settings_dirty && m.settings.relay_on);
+        m.apply(Event::StartFailed("relay unreachable: Connection refused (os error 111)".into()));
+        let b = m.banner.clone().expect("banner");
+        assert!(b.error && b.text.starts_with("Relay unreachable: Connection refused"), "{b:?}");
+        let _ = m.start();
+        m.apply(Event::StartFailed("relay refused: too many shares from your address on this relay".into()));
+        assert_eq!(
+            m.banner.clone().map(|b| b.text),
+            Some("Relay refused: too many shares from your address on this relay.".into())
+        );
+        let _ = m.start();
+        m.apply(Event::Started { link: "https://relay.example.org/r/abc".into(), port: 8080 });
+        let status = |relay: RelayStatus| Status { relay: Some(relay), ..Status::default() };
+        m.apply(Event::Status(Box::new(status(RelayStatus::Reconnecting {
+            link: "l".into(),
+            attempt: 2,
+            error: "connection reset".into(),
+        }))));
+        let b = m.banner.clone().expect("relay banner");
+        assert!(!b.error && b.text.starts_with(RELAY_LOST) && b.text.contains("attempt 2"), "{b:?}");
+        m.apply(Event::Status(Box::new(status(RelayStatus::Connected {
+            link: "l".into(),
+            whep: "w".into(),
+            reconnects: 1,
+        }))));
+        assert_eq!(m.banner, None, "cleared once the room is back");
+        m.apply(Event::Status(Box::new(status(RelayStatus::Failed(
+            "relay refused: another connection reclaimed this room".into(),
+        )))));
+        assert!(m.banner.as_ref().is_some_and(|b| b.error && b.text.starts_with("Relay refused: another connection")));
+        // Ask to join, live.
+        let knock =
+            Knock { id: 7, remote: "192.0.2.7".parse().expect("ip"), waiting: std::time::Duration::from_secs(1) };
+        m.apply(Event::Status(Box::new(Status { knocks: vec![knock], ..Status::default() })));
+        assert_eq!(m.decide(7, true), Command::Admit(7, true));
+        assert!(m.status.knocks.is_empty());
+        assert_eq!(m.set_admit(false), Some(Command::SetAdmit(false)));
     }
 
     #[test]

@@ -213,6 +213,28 @@ fn settings_row(ui: &mut egui::Ui, model: &mut Model, commands: &mut Vec<Command
         if model.settings.password_on {
             ui.monospace(model.password.expose());
         }
+        let mut admit = model.settings.admit;
+        if ui.checkbox(&mut admit, "Ask to join").on_hover_text("Each viewer waits until you let it in").changed() {
+            commands.extend(model.set_admit(admit));
+        }
+    });
+    ui.horizontal_wrapped(|ui| {
+        let idle = model.phase == Phase::Idle;
+        let mut relay_on = model.settings.relay_on;
+        if ui
+            .add_enabled(idle, egui::Checkbox::new(&mut relay_on, "Over the internet"))
+            .on_hover_text("Share through a relay (peep relay) so people on other networks can watch")
+            .changed()
+        {
+            model.set_relay_on(relay_on);
+        }
+        if model.settings.relay_on {
+            let label = ui.label("Relay URL");
+            let mut url = model.settings.relay_url.clone();
+            ui.add_enabled(idle, egui::TextEdit::singleline(&mut url).hint_text("https://relay.example.org"))
+                .labelled_by(label.id);
+            model.set_relay_url(&url);
+        }
     });
 }
 
@@ -304,10 +326,28 @@ fn sharing(ui: &mut egui::Ui, model: &mut Model, commands: &mut Vec<Command>) {
         }
     });
     publish_status(ui, &s);
+    if let Some(relay) = &s.relay {
+        ui.label(crate::console::relay_words(relay));
+    }
+    if !s.knocks.is_empty() {
+        ui.separator();
+        ui.strong(format!("Asking to join ({})", s.knocks.len()));
+        for k in &s.knocks {
+            ui.horizontal(|ui| {
+                ui.label(format!("#{} from {} ({} s)", k.id, k.remote, k.waiting.as_secs()));
+                if ui.button("Let in").clicked() {
+                    commands.push(model.decide(k.id, true));
+                }
+                if ui.button("Turn away").clicked() {
+                    commands.push(model.decide(k.id, false));
+                }
+            });
+        }
+    }
     ui.separator();
     ui.strong(format!("Viewers ({})", s.viewers.len()));
     egui::Grid::new("viewers").striped(true).show(ui, |ui| {
-        for h in ["address", "codec", "state", "RTT", "estimate", "queue", "rtx", "NACK/PLI", "connected", ""] {
+        for h in ["address", "codec", "state", "path", "RTT", "estimate", "queue", "rtx", "NACK/PLI", "connected", ""] {
             ui.small(h);
         }
         ui.end_row();
@@ -318,6 +358,7 @@ fn sharing(ui: &mut egui::Ui, model: &mut Model, commands: &mut Vec<Command>) {
                 _ => "this browser has no H.264: Peep runs a second encoder for it",
             });
             ui.label(format!("{:?}", v.state).to_lowercase());
+            ui.label(v.path.map_or("-", |p| p.as_str()));
             ui.label(v.rtt.map_or("-".into(), |r| format!("{:.1} ms", r.as_secs_f64() * 1e3)));
             ui.label(format!("{} kbps", v.estimate_bps / 1000));
             ui.label(format!("{} ms", v.queue_ms));

@@ -118,7 +118,7 @@ fn run(commands: &Receiver<Command>, events: &Sender<Event>, preview: &Sender<Pr
                     Err(e) => emit(Event::PortalFailed(e.to_string())),
                 }
             }
-            Ok(Command::Start { source, quality, fps, port, password, publish }) => {
+            Ok(Command::Start { source, quality, fps, port, password, relay, admit, publish }) => {
                 if let Some(s) = session.take() {
                     let _ = s.stop();
                 }
@@ -127,7 +127,8 @@ fn run(commands: &Receiver<Command>, events: &Sender<Event>, preview: &Sender<Pr
                 } else {
                     None
                 };
-                match start(&source, &quality, fps, port, password, held) {
+                let options = StartOptions { fps, port, password, relay, admit, held };
+                match start(&source, &quality, options) {
                     Ok(s) => {
                         let link = Secret::new(s.share().link());
                         let port = s.share().local_addr().port();
@@ -142,7 +143,7 @@ fn run(commands: &Receiver<Command>, events: &Sender<Event>, preview: &Sender<Pr
                         }
                     }
                     Err(e) if is_cancel(&e) => emit(Event::Cancelled),
-                    Err(e) => emit(Event::StartFailed(format!("{e:#}"))),
+                    Err(e) => emit(Event::StartFailed(start_error(&e))),
                 }
             }
             Ok(Command::Publish(config)) => {
@@ -179,6 +180,16 @@ fn run(commands: &Receiver<Command>, events: &Sender<Event>, preview: &Sender<Pr
                     s.share().set_password(password);
                 }
             }
+            Ok(Command::SetAdmit(on)) => {
+                if let Some(s) = &session {
+                    s.share().set_admit(on);
+                }
+            }
+            Ok(Command::Admit(id, let_in)) => {
+                if let Some(s) = &session {
+                    s.share().admit(id, let_in);
+                }
+            }
             Ok(Command::Kick(id)) => {
                 if let Some(s) = &session {
                     s.share().kick(&id);
@@ -211,7 +222,7 @@ fn run(commands: &Receiver<Command>, events: &Sender<Event>, preview: &Sender<Pr
                 emit(Event::Stopped(Some(error.unwrap_or_else(|| "the capture ended".into()))));
             } else if last_status.elapsed() >= STATUS_PERIOD {
                 last_status = Instant::now();
-                emit(Event::Status(status(s, &mut last)));
+                emit(Event::Status(Box::new(status(s, &mut last))));
             }
         }
     }
@@ -236,6 +247,8 @@ fn status(s: &Session, last: &mut (Instant, u64, u64, u64)) -> Status {
         encode_ms: p.encode_time.quantile(0.5).as_secs_f32() * 1e3,
         dropped: p.frames_dropped.load(Relaxed),
         skipped: s.capture_stats().frames_unchanged.load(Relaxed),
+        relay: s.share().relay_status(),
+        knocks: s.share().knocks(),
         dropper_skipped: p.frames_skipped_budget.load(Relaxed) + p.frames_skipped_backlog.load(Relaxed),
         fps_limited_by_link: p.fps_limited_by_link.load(Relaxed),
     };
@@ -269,16 +282,28 @@ fn is_cancel(e: &anyhow::Error) -> bool {
     e.chain().any(|c| matches!(c.downcast_ref(), Some(CaptureError::Cancelled)))
 }
 
-/// Starts the share; `held` is an already open capture (the portal's
-/// choice) used for the first attempt.
-fn start(
-    source: &str,
-    quality: &str,
+/// How to start a share, besides the source and preset.
+struct StartOptions {
     fps: u32,
     port: u16,
     password: Option<Secret>,
-    mut held: Option<Box<dyn CaptureBackend>>,
-) -> anyhow::Result<Session> {
+    relay: Option<String>,
+    admit: bool,
+    /// An already open capture (the portal's choice), used for the first attempt.
+    held: Option<Box<dyn CaptureBackend>>,
+}
+
+/// A failed start in words; relay failures keep their own words first
+/// (the model turns them into their banners).
+fn start_error(e: &anyhow::Error) -> String {
+    match e.chain().find_map(|c| c.downcast_ref::<TransportError>()) {
+        Some(t @ (TransportError::RelayUnreachable(_) | TransportError::RelayRefused(_))) => t.to_string(),
+        _ => format!("{e:#}"),
+    }
+}
+
+fn start(source: &str, quality: &str, options: StartOptions) -> anyhow::Result<Session> {
+    let StartOptions { fps, port, password, relay, admit, mut held } = options;
     let preset = crate::presets::quality(quality)
         .or_else(|| crate::presets::quality(crate::presets::DEFAULT_QUALITY))
         .expect("the default preset exists");
@@ -295,8 +320,14 @@ fn start(
             })?,
         };
         let encoder = crate::session::live_encoder(range.clamp(peep_transport::rate::START_BPS), fps as f32)?;
-        let config =
-            ShareConfig { port: candidate, password: password.clone(), bitrate: range, ..ShareConfig::default() };
+        let config = ShareConfig {
+            port: candidate,
+            password: password.clone(),
+            bitrate: range,
+            relay: relay.clone().map(|url| peep_transport::RelayClientConfig { url, ca_file: None }),
+            admit,
+            ..ShareConfig::default()
+        };
         let pipeline = PipelineConfig { fps: fps as f32, max_height: preset.max_height, ..PipelineConfig::default() };
         match Session::start(backend, encoder, pipeline, config) {
             Ok(s) => return Ok(s),

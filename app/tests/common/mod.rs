@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod firefox;
+pub mod internet;
 pub mod janus;
 pub mod lab;
 pub mod netns;
