@@ -44,9 +44,11 @@ fn webrtc_err(e: impl std::fmt::Display) -> TransportError {
     TransportError::WebRtc(e.to_string())
 }
 
-struct Events {
-    gathering: watch::Sender<RTCIceGatheringState>,
-    state: watch::Sender<RTCPeerConnectionState>,
+/// Forwards a peer connection's ICE gathering and connection states to
+/// watch channels (the viewers' and the WHIP publish's connections).
+pub(crate) struct Events {
+    pub gathering: watch::Sender<RTCIceGatheringState>,
+    pub state: watch::Sender<RTCPeerConnectionState>,
 }
 
 #[async_trait::async_trait]

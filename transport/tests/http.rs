@@ -1,9 +1,11 @@
 //! The signalling server against hostile and malformed HTTP, over real TCP.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use common::{offer, request};
 use peep_transport::{Share, ShareConfig};
 
 fn share(password: Option<&str>) -> Share {
@@ -17,61 +19,9 @@ fn share(password: Option<&str>) -> Share {
     .expect("share")
 }
 
-struct Reply {
-    status: u16,
-    headers: String,
-    body: String,
-}
-
-fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    let mut head =
-        format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).expect("write head");
-    // The server may answer (413) and close before reading everything.
-    let _ = s.write_all(body);
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    Reply { status, headers: head.to_ascii_lowercase(), body: body.to_owned() }
-}
-
 fn path_of(share: &Share) -> String {
     let link = share.link();
     link[link.find("/s/").expect("path")..].to_owned()
-}
-
-/// A minimal but valid recvonly H.264 offer, as a WHEP player would send.
-fn offer() -> String {
-    [
-        "v=0",
-        "o=- 1 2 IN IP4 127.0.0.1",
-        "s=-",
-        "t=0 0",
-        "a=group:BUNDLE 0",
-        "m=video 9 UDP/TLS/RTP/SAVPF 102",
-        "c=IN IP4 0.0.0.0",
-        "a=rtcp:9 IN IP4 0.0.0.0",
-        "a=ice-ufrag:abcd",
-        "a=ice-pwd:abcdefghijklmnopqrstuvwx",
-        "a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF",
-        "a=setup:actpass",
-        "a=mid:0",
-        "a=recvonly",
-        "a=rtcp-mux",
-        "a=rtpmap:102 H264/90000",
-        "a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
-        "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host",
-        "",
-    ]
-    .join("\r\n")
 }
 
 fn assert_still_serving(share: &Share) {

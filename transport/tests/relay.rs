@@ -2,11 +2,14 @@
 //! WHEP clients, raw (hostile) sharer WebSockets, and the relay restarting.
 //! Media is not exercised here (see the app's `relay` scenario tests).
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::{Reply, offer, request};
 use peep_transport::relay::rooms::{Limits, Rate};
 use peep_transport::relay::turn::IceSettings;
 use peep_transport::{Relay, RelayClientConfig, RelayConfig, RelayStatus, Secret, Share, ShareConfig};
@@ -47,69 +50,10 @@ fn share_via(relay: &Relay, configure: impl FnOnce(&mut ShareConfig)) -> Share {
     Share::start(config).expect("share through the relay")
 }
 
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: String,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<String> {
-        let prefix = format!("{}: ", name.to_ascii_lowercase());
-        self.headers.lines().find_map(|l| l.strip_prefix(&prefix)).map(str::to_owned)
-    }
-}
-
-fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
-    let mut head =
-        format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).expect("write head");
-    let _ = s.write_all(body);
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    Reply { status, headers: head.to_ascii_lowercase(), body: body.to_owned() }
-}
-
 /// `/r/<room>` of a share's relay link.
 fn room_path(share: &Share) -> String {
     let link = share.link();
     link[link.find("/r/").expect("a relay link")..].to_owned()
-}
-
-/// A minimal but valid recvonly H.264 offer, as a WHEP player would send.
-fn offer() -> String {
-    [
-        "v=0",
-        "o=- 1 2 IN IP4 127.0.0.1",
-        "s=-",
-        "t=0 0",
-        "a=group:BUNDLE 0",
-        "m=video 9 UDP/TLS/RTP/SAVPF 102",
-        "c=IN IP4 0.0.0.0",
-        "a=rtcp:9 IN IP4 0.0.0.0",
-        "a=ice-ufrag:abcd",
-        "a=ice-pwd:abcdefghijklmnopqrstuvwx",
-        "a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF",
-        "a=setup:actpass",
-        "a=mid:0",
-        "a=recvonly",
-        "a=rtcp-mux",
-        "a=rtpmap:102 H264/90000",
-        "a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
-        "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host",
-        "",
-    ]
-    .join("\r\n")
 }
 
 fn post(relay: &Relay, path: &str, extra: &[(&str, &str)]) -> Reply {

@@ -30,8 +30,8 @@ use url::Url;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit,
-    RTCIceGatheringState, RTCIceServer, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
+    PeerConnection, PeerConnectionBuilder, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState,
+    RTCIceServer, RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 
 use super::http::{self, Call};
@@ -58,22 +58,6 @@ pub const DISCONNECTED_GIVE_UP: Duration = Duration::from_secs(6);
 
 fn media_err(what: &str, e: impl std::fmt::Display) -> WhipError {
     WhipError::new(WhipErrorKind::Media, format!("{what}: {}", truncate(&e.to_string())))
-}
-
-struct Events {
-    gathering: watch::Sender<RTCIceGatheringState>,
-    state: watch::Sender<RTCPeerConnectionState>,
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Events {
-    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
-        let _ = self.gathering.send(state);
-    }
-
-    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        let _ = self.state.send(state);
-    }
 }
 
 /// The WHIP session of one successful POST.
@@ -184,7 +168,7 @@ async fn attempt(
         .with_media_engine(media)
         .with_setting_engine(settings)
         .with_interceptor_registry(registry)
-        .with_handler(Arc::new(Events { gathering: gathering_tx, state: state_tx }))
+        .with_handler(Arc::new(crate::peer::Events { gathering: gathering_tx, state: state_tx }))
         .with_udp_addrs(udp_addrs)
         .build()
         .await;
