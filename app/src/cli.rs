@@ -16,6 +16,10 @@ use crate::pipeline::{Pipeline, PipelineConfig};
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Log format on stderr: `text`, or `json` (one object per line, for
+    /// log collectors). `PEEP_LOG` sets the level (e.g. `debug`).
+    #[arg(long, global = true, env = "PEEP_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +108,11 @@ struct ShareArgs {
     /// Bearer token for the WHIP endpoint.
     #[arg(long, value_name = "TOKEN", env = "PEEP_WHIP_TOKEN", hide_env_values = true, value_parser = parse_secret, requires = "whip")]
     whip_token: Option<peep_transport::Secret>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics and JSON at
+    /// /stats, on a listener of their own (they reveal activity: bind it to
+    /// loopback or a monitoring network, never the viewers' port).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -164,9 +173,22 @@ pub fn parse_size(text: &str) -> Result<(u32, u32), String> {
     Ok((w, h))
 }
 
+/// Logs to stderr, as text or one JSON object per line. The level comes
+/// from `PEEP_LOG` (default: warnings, with the WebRTC stack's internals
+/// off — Peep reports what matters in its own words).
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PEEP_LOG").unwrap_or_else(|_| {
+        "warn,webrtc=off,rtc=off,rtc_ice=off,rtc_interceptor=off,rtc_dtls=off,rtc_srtp=off,rtc_sctp=off".into()
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A second initialisation (tests calling `run` twice) keeps the first.
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
 /// Parses the command line and runs the command.
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
+    init_logging(cli.log_format == "json");
     match cli.command {
         Some(Command::List { json }) => list(json),
         Some(Command::Record(args)) => record(args),
@@ -319,6 +341,17 @@ fn share(args: ShareArgs) -> Result<()> {
         writeln!(out, "WHEP: {}", session.share().whep_url())?;
         out.flush()?;
     }
+    let _metrics = match args.metrics {
+        Some(addr) => {
+            let server = crate::metrics::serve(&session, addr)?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "Metrics: http://{}/metrics", server.local_addr())?;
+            out.flush()?;
+            tracing::info!(addr = %server.local_addr(), "metrics listener started");
+            Some(server)
+        }
+        None => None,
+    };
     if let Some(url) = args.whip {
         let config = peep_transport::WhipConfig { url, token: args.whip_token };
         session.share().start_publish(config)?;

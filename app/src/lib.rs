@@ -20,6 +20,7 @@
 pub mod cli;
 pub mod governor;
 pub mod gui;
+pub mod metrics;
 pub mod pipeline;
 pub mod presets;
 pub mod session;

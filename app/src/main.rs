@@ -2,14 +2,6 @@
 #![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PEEP_LOG").unwrap_or_else(|_| {
-            // The WebRTC stack logs every unreachable ICE candidate and
-            // similar internals; Peep reports what matters in its own words.
-            "warn,webrtc=off,rtc=off,rtc_ice=off,rtc_interceptor=off,rtc_dtls=off,rtc_srtp=off,rtc_sctp=off".into()
-        }))
-        .with_writer(std::io::stderr)
-        .init();
     match peep::cli::run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

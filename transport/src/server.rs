@@ -136,6 +136,7 @@ fn check_password(shared: &Shared, headers: &HeaderMap, client: SocketAddr) -> R
     let Some(expected) = lock(&shared.password).clone() else { return Ok(()) };
     let now = Instant::now();
     if let Err(wait) = lock(&shared.throttle).check(client.ip(), now) {
+        shared.stats.passwords_throttled.fetch_add(1, Ordering::Relaxed);
         let secs = wait.as_secs().max(1);
         let mut r = text(StatusCode::TOO_MANY_REQUESTS, &format!("too many wrong passwords: try again in {secs} s"));
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -157,6 +158,7 @@ fn check_password(shared: &Shared, headers: &HeaderMap, client: SocketAddr) -> R
             Ok(())
         }
         Some(_) => {
+            shared.stats.passwords_wrong.fetch_add(1, Ordering::Relaxed);
             lock(&shared.throttle).failure(client.ip(), now);
             Err(Box::new(unauthorized("wrong password")))
         }

@@ -82,9 +82,10 @@ pub struct Share {
     runtime: Option<tokio::runtime::Runtime>,
     stop_server: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
+    runtime_handle: tokio::runtime::Handle,
     local_addr: SocketAddr,
     link: String,
-    publish: std::sync::Mutex<Option<PublishHandle>>,
+    publish: Arc<std::sync::Mutex<Option<PublishHandle>>>,
 }
 
 impl std::fmt::Debug for Share {
@@ -150,6 +151,7 @@ impl Share {
             }
         });
         let link = format!("http://{host}:{}/s/{}", local_addr.port(), shared.token.expose());
+        tracing::info!(addr = %local_addr, max_viewers = config.max_viewers, password = shared.password_set(), "share started");
         let (stop_server, stopped) = tokio::sync::oneshot::channel();
         let server = runtime.spawn(crate::server::serve(listener, shared.clone(), stopped));
         {
@@ -165,12 +167,13 @@ impl Share {
         Ok(Self {
             shared,
             requests,
+            runtime_handle: runtime.handle().clone(),
             runtime: Some(runtime),
             stop_server: Some(stop_server),
             server: Some(server),
             local_addr,
             link,
-            publish: std::sync::Mutex::new(None),
+            publish: Arc::new(std::sync::Mutex::new(None)),
         })
     }
 
@@ -197,6 +200,30 @@ impl Share {
     /// Share-wide counters.
     pub fn stats(&self) -> &ShareStats {
         &self.shared.stats
+    }
+
+    /// A Prometheus collector of the share's figures, read at scrape time
+    /// (see [`crate::metrics`]); it keeps working after the share ended.
+    pub fn metrics(&self) -> crate::metrics::ShareMetrics {
+        let publish = self.publish.clone();
+        crate::metrics::ShareMetrics::new(
+            self.shared.clone(),
+            self.runtime_handle.clone(),
+            Arc::new(move || lock(&publish).as_ref().map(|p| p.status.snapshot())),
+        )
+    }
+
+    /// Tasks alive on the share's network runtime (viewers, server
+    /// connections, timers): returns to its idle value when viewers leave.
+    pub fn tasks_alive(&self) -> usize {
+        self.runtime_handle.metrics().num_alive_tasks()
+    }
+
+    /// The share's figures as JSON (the metrics listener's `/stats`):
+    /// share-wide counters, every viewer's snapshot without its session id,
+    /// and the WHIP publish's state. No secret is in it.
+    pub fn stats_json(&self) -> serde_json::Value {
+        self.metrics().stats_json()
     }
 
     /// The send backlog the encoder should respect (the longest send queue
@@ -231,12 +258,7 @@ impl Share {
 
     /// The viewers and their stats.
     pub fn viewers(&self) -> Vec<ViewerSnapshot> {
-        let mut list: Vec<_> = lock(&self.shared.viewers)
-            .values()
-            .map(|v| ViewerSnapshot::of(&v.id, v.remote, v.since, &v.stats))
-            .collect();
-        list.sort_by_key(|v| std::cmp::Reverse(v.connected_for));
-        list
+        self.shared.snapshots()
     }
 
     /// Removes a viewer; its page is told it was removed. Returns false if
@@ -336,6 +358,7 @@ impl Share {
         let Some(runtime) = self.runtime.take() else { return };
         self.shared.ending.store(true, Ordering::Release);
         let viewers: Vec<_> = lock(&self.shared.viewers).drain().map(|(_, v)| v).collect();
+        let told = viewers.len();
         for v in &viewers {
             let _ = v.notice.send(Notice::Ended);
         }
@@ -356,6 +379,7 @@ impl Share {
             }
         });
         runtime.shutdown_timeout(Duration::from_secs(1));
+        tracing::info!(viewers_told = told, "share ended");
     }
 }
 
