@@ -310,7 +310,11 @@ impl EncodeLoop {
                 }
                 &self.scaled[(halvings - 1) % 2]
             };
-            let outcome = self.encoder.encode(source, pts, &mut self.out)?;
+            let name = self.encoder.name();
+            let outcome = self
+                .encoder
+                .encode(source, pts, &mut self.out)
+                .with_context(|| format!("the {name} encoder failed"))?;
             let done = Instant::now();
             self.stats.encode_time.record(done - started);
             if outcome == EncodeOutcome::Skipped {

@@ -80,6 +80,13 @@ impl Xvfb {
     pub fn display(&self) -> &str {
         &self.display
     }
+
+    /// Kills the server at once (SIGKILL, as a crash would) and waits for
+    /// it: fault injection for "the display server died".
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Xvfb {

@@ -15,6 +15,7 @@ use super::whep::{Viewer, http, http_blocking};
 /// A running `peep share` (a child process) with `--metrics`.
 pub struct SharingPeep {
     child: Child,
+    stderr: std::path::PathBuf,
     /// The viewers' link.
     pub link: String,
     /// The metrics listener.
@@ -25,11 +26,23 @@ impl SharingPeep {
     /// Starts `peep share --bind 127.0.0.1 --port 0 --metrics 127.0.0.1:0`
     /// with `args` (source, size, fps…) and waits for its link.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with(args, &[])
+    }
+
+    /// [`SharingPeep::start`] with environment variables (`DISPLAY`, …).
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let stderr = std::env::temp_dir().join(format!(
+            "peep-share-{}-{}.stderr",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         let mut child = super::peep()
             .args(["share", "--bind", "127.0.0.1", "--port", "0", "--metrics", "127.0.0.1:0"])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
             .spawn()
             .expect("start peep share");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
@@ -44,7 +57,27 @@ impl SharingPeep {
         }
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        Self { child, link: link.expect("link"), metrics: metrics.expect("metrics") }
+        Self { child, stderr, link: link.expect("link"), metrics: metrics.expect("metrics") }
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` for it to exit by itself; its exit status
+    /// (`None`: still running).
+    pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The child's process id.
@@ -106,6 +139,7 @@ impl Drop for SharingPeep {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.stderr);
     }
 }
 

@@ -79,6 +79,48 @@ pub async fn http(
     .map_err(std::io::Error::other)?
 }
 
+/// Follows a server-sent event stream (`GET path`): every line it sends
+/// arrives on the channel, which closes when the stream ends.
+pub fn follow_events(addr: SocketAddr, path: &str) -> std::sync::mpsc::Receiver<String> {
+    use std::io::{BufRead, Write};
+    let (tx, rx) = std::sync::mpsc::channel();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+    std::thread::spawn(move || {
+        let Ok(mut s) = std::net::TcpStream::connect(addr) else { return };
+        if s.write_all(request.as_bytes()).is_err() {
+            return;
+        }
+        for line in std::io::BufReader::new(s).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits until `events` delivers a line equal to `wanted`.
+pub fn wait_for_line(
+    events: &std::sync::mpsc::Receiver<String>,
+    wanted: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match events.recv_timeout(left) {
+            Ok(line) if line.trim() == wanted => return Ok(()),
+            Ok(line) => seen.push(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(format!("the stream ended without {wanted:?}: {seen:?}"));
+            }
+        }
+    }
+    Err(format!("no {wanted:?} within {timeout:?}: {seen:?}"))
+}
+
 struct Events {
     received: Arc<AtomicU64>,
     gathering: watch::Sender<RTCIceGatheringState>,
@@ -185,6 +227,16 @@ impl Viewer {
                 Err(e)
             }
         }
+    }
+
+    /// The viewer's event stream path (`/s/TOKEN/events/SESSION`).
+    pub fn events_path(&self) -> String {
+        self.resource.replacen("/whep/", "/events/", 1)
+    }
+
+    /// The share's HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
     }
 
     /// Waits until ICE and DTLS completed and media arrived.
