@@ -18,6 +18,8 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod governor;
 pub mod gui;
 pub mod metrics;

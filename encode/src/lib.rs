@@ -53,6 +53,8 @@ pub mod budget;
 pub mod convert;
 pub mod encoder;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod openh264;
 pub mod pool;
 pub mod quality;
