@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use peep_capture::platform::PlatformSession;
-use peep_encode::{OpenH264Config, OpenH264Encoder};
+use peep_encode::{Codec, OpenH264Config, OpenH264Encoder};
 
 use crate::pipeline::{Pipeline, PipelineConfig};
 
@@ -113,7 +113,16 @@ struct ShareArgs {
     /// loopback or a monitoring network, never the viewers' port).
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<std::net::SocketAddr>,
+    /// Video codecs to offer viewers, best first (each viewer gets the
+    /// first its browser plays): h264, vp9, vp8.
+    #[arg(long, default_value = "h264,vp9,vp8", value_parser = parse_codecs)]
+    codecs: CodecList,
 }
+
+/// `--codecs`: one argument naming several codecs (clap would read a `Vec`
+/// as repeated arguments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CodecList(Vec<peep_transport::VideoCodec>);
 
 #[derive(Debug, clap::Args)]
 struct RecordArgs {
@@ -326,6 +335,7 @@ fn share(args: ShareArgs) -> Result<()> {
         password: args.password,
         max_viewers: args.max_viewers,
         bitrate: range,
+        codecs: args.codecs.0,
         ..ShareConfig::default()
     };
     let pipeline = PipelineConfig { fps: args.fps, max_height, ..PipelineConfig::default() };
@@ -363,7 +373,7 @@ fn share(args: ShareArgs) -> Result<()> {
     eprintln!("peep: sharing {description}; press Ctrl-C to stop");
     let started = Instant::now();
     let deadline = args.seconds.map(|s| started + Duration::from_secs_f64(s.max(0.0)));
-    let mut last = (Instant::now(), 0u64, 0u64, 0u64);
+    let mut last = (Instant::now(), [(0u64, 0u64); 3], 0u64);
     let mut publish_failed = None;
     while !interrupted.load(Relaxed) && deadline.is_none_or(|d| Instant::now() < d) && !session.is_finished() {
         std::thread::sleep(Duration::from_millis(200));
@@ -378,19 +388,17 @@ fn share(args: ShareArgs) -> Result<()> {
             print_stats_json(&session)?;
         }
         if now - last.0 >= Duration::from_secs(1) {
-            let stats = session.pipeline_stats();
-            let (frames, bytes) = (stats.frames_encoded.load(Relaxed), stats.bytes.load(Relaxed));
             let secs = (now - last.0).as_secs_f64();
-            let viewers = session.share().viewers();
+            let mut counts = [(0u64, 0u64); 3];
+            for (count, codec) in counts.iter_mut().zip(Codec::ALL) {
+                let c = session.pipeline_stats().codec(codec);
+                *count = (c.frames_encoded.load(Relaxed), c.bytes.load(Relaxed));
+            }
             let published = publish.as_ref().map_or(0, |p| p.bytes_sent);
             let whip =
-                publish.as_ref().map(|p| publish_words(p, (published.saturating_sub(last.3)) as f64 * 8.0 / secs));
-            eprint!(
-                "\r{}  {}",
-                status_line(&session, &viewers, (frames - last.1) as f64 / secs, (bytes - last.2) as f64 * 8.0 / secs),
-                whip.unwrap_or_default(),
-            );
-            last = (now, frames, bytes, published);
+                publish.as_ref().map(|p| publish_words(p, (published.saturating_sub(last.2)) as f64 * 8.0 / secs));
+            eprint!("\r{}  {}", status_line(&session, secs, &last.1, &counts), whip.unwrap_or_default());
+            last = (now, counts, published);
         }
     }
     eprintln!();
@@ -420,40 +428,6 @@ pub fn publish_words(p: &peep_transport::PublishSnapshot, bps: f64) -> String {
     }
 }
 
-/// One status line of a share: what the encoder does and what the viewers'
-/// send sides see (the slowest estimate, the longest send queue, and
-/// retransmission/NACK/PLI totals). `fps` is marked `(link)` when the link,
-/// not the setting, limits it.
-fn status_line(
-    session: &crate::session::Session,
-    viewers: &[peep_transport::ViewerSnapshot],
-    fps: f64,
-    bps: f64,
-) -> String {
-    use std::sync::atomic::Ordering::Relaxed;
-    let stats = session.pipeline_stats();
-    let connected: Vec<_> = viewers.iter().filter(|v| v.state == peep_transport::ViewerState::Connected).collect();
-    let estimate = connected.iter().map(|v| v.estimate_bps).min().unwrap_or(0);
-    let queue = connected.iter().map(|v| v.queue_ms).max().unwrap_or(0);
-    let sum = |f: fn(&peep_transport::ViewerSnapshot) -> u64| connected.iter().map(|v| f(v)).sum::<u64>();
-    format!(
-        "viewers {}  fps {:>5.1}{}  bitrate {:>6.0} kbps  target {:>6.0} kbps  est {:>6.0} kbps  queue {:>4} ms  \
-         skipped {}  rtx {}  nack {}  pli {}  encode {:>5.1} ms",
-        connected.len(),
-        fps,
-        if stats.fps_limited_by_link.load(Relaxed) { " (link)" } else { "" },
-        bps / 1e3,
-        session.share().stats().target_bps.load(Relaxed) as f64 / 1e3,
-        estimate as f64 / 1e3,
-        queue,
-        stats.frames_skipped_budget.load(Relaxed) + stats.frames_skipped_backlog.load(Relaxed),
-        sum(|v| v.retransmissions),
-        sum(|v| v.nacks),
-        sum(|v| v.plis),
-        stats.encode_time.quantile(0.5).as_secs_f64() * 1e3,
-    )
-}
-
 /// One line of `share --stats-json`: wall-clock time (ms since the UNIX
 /// epoch, to line up with the receiver's timestamps), cumulative counters,
 /// the encoder's target and every viewer's snapshot.
@@ -471,6 +445,11 @@ fn print_stats_json(session: &crate::session::Session) -> Result<()> {
         "frames_encoded": p.frames_encoded.load(Relaxed),
         "frames_dropped": p.frames_dropped.load(Relaxed),
         "frames_skipped_by_encoder": p.frames_skipped_by_encoder.load(Relaxed),
+        "frames_skipped_budget": p.frames_skipped_budget.load(Relaxed),
+        "frames_skipped_backlog": p.frames_skipped_backlog.load(Relaxed),
+        "fps": p.fps_x10.load(Relaxed) as f64 / 10.0,
+        "rate_gain": p.codec(peep_encode::Codec::H264).rate_gain_x100.load(Relaxed) as f64 / 100.0,
+        "encode_ms_p50": p.encode_time.quantile(0.5).as_secs_f64() * 1e3,
         "keyframes": p.keyframes.load(Relaxed),
         "bytes": p.bytes.load(Relaxed),
         "target_bps": share.target_bps.load(Relaxed),
@@ -483,6 +462,131 @@ fn print_stats_json(session: &crate::session::Session) -> Result<()> {
     writeln!(out, "{line}")?;
     out.flush()?;
     Ok(())
+}
+
+/// The figures of one running encoder over the last status interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct EncoderFigures {
+    codec: Codec,
+    fps: f64,
+    kbps: f64,
+    target_kbps: f64,
+    encode_ms: f64,
+}
+
+/// `viewers 2 (H.264 1, VP9 1)  H.264  fps  30.0  bitrate … kbps  target … kbps  encode … ms  VP9  fps …`:
+/// the connected viewers by codec, then one block per running encoder.
+fn format_status(
+    viewers: &[peep_transport::ViewerSnapshot],
+    encoders: &[EncoderFigures],
+    send: &SendFigures,
+) -> String {
+    use std::fmt::Write as _;
+    let connected: Vec<_> = viewers.iter().filter(|v| v.state == peep_transport::ViewerState::Connected).collect();
+    let mut line = format!("viewers {}", connected.len());
+    let by_codec: Vec<String> = peep_transport::VideoCodec::ALL
+        .iter()
+        .map(|c| (c, connected.iter().filter(|v| v.codec == *c).count()))
+        .filter(|(_, n)| *n > 0)
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect();
+    if !by_codec.is_empty() {
+        let _ = write!(line, " ({})", by_codec.join(", "));
+    }
+    for e in encoders {
+        let _ = write!(
+            line,
+            "  {}  fps {:>5.1}  bitrate {:>6.0} kbps  target {:>6.0} kbps  encode {:>5.1} ms",
+            e.codec, e.fps, e.kbps, e.target_kbps, e.encode_ms
+        );
+    }
+    if !connected.is_empty() {
+        let _ = write!(
+            line,
+            "  est {:>6.0} kbps  queue {:>4} ms  skipped {}  rtx {}  nack {}  pli {}{}",
+            send.estimate_kbps,
+            send.queue_ms,
+            send.skipped,
+            send.retransmissions,
+            send.nacks,
+            send.plis,
+            if send.fps_limited_by_link { "  fps limited by the link" } else { "" },
+        );
+    }
+    line
+}
+
+/// The status line of a running share; `before`/`now` are frames and bytes
+/// per codec, `secs` apart.
+fn status_line(
+    session: &crate::session::Session,
+    secs: f64,
+    before: &[(u64, u64); 3],
+    now: &[(u64, u64); 3],
+) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let encoders: Vec<EncoderFigures> = Codec::ALL
+        .into_iter()
+        .filter(|codec| session.pipeline_stats().codec(*codec).active.load(Relaxed))
+        .map(|codec| {
+            let i = codec.index();
+            let (frames, bytes) = (now[i].0 - before[i].0, now[i].1 - before[i].1);
+            EncoderFigures {
+                codec,
+                fps: frames as f64 / secs,
+                kbps: bytes as f64 * 8.0 / secs / 1e3,
+                target_kbps: session.share().stats().target_bps_of(crate::session::share_codec(codec)) as f64 / 1e3,
+                encode_ms: session.pipeline_stats().codec(codec).encode_time.quantile(0.5).as_secs_f64() * 1e3,
+            }
+        })
+        .collect();
+    let viewers = session.share().viewers();
+    let stats = session.pipeline_stats();
+    let connected: Vec<_> = viewers.iter().filter(|v| v.state == peep_transport::ViewerState::Connected).collect();
+    let sum = |f: fn(&peep_transport::ViewerSnapshot) -> u64| connected.iter().map(|v| f(v)).sum::<u64>();
+    let send = SendFigures {
+        fps_limited_by_link: stats.fps_limited_by_link.load(Relaxed),
+        estimate_kbps: connected.iter().map(|v| v.estimate_bps).min().unwrap_or(0) as f64 / 1e3,
+        queue_ms: connected.iter().map(|v| v.queue_ms).max().unwrap_or(0),
+        skipped: stats.frames_skipped_budget.load(Relaxed) + stats.frames_skipped_backlog.load(Relaxed),
+        retransmissions: sum(|v| v.retransmissions),
+        nacks: sum(|v| v.nacks),
+        plis: sum(|v| v.plis),
+    };
+    format_status(&viewers, &encoders, &send)
+}
+
+/// What the viewers' send sides see, for the status line: the slowest
+/// estimate, the longest send queue, frames the frame dropper skipped, and
+/// retransmission/NACK/PLI totals; whether the link, not the setting,
+/// limits the frame rate.
+#[derive(Debug, Default)]
+struct SendFigures {
+    fps_limited_by_link: bool,
+    estimate_kbps: f64,
+    queue_ms: u32,
+    skipped: u64,
+    retransmissions: u64,
+    nacks: u64,
+    plis: u64,
+}
+
+/// Parses `h264,vp9,vp8` (best first).
+fn parse_codecs(s: &str) -> Result<CodecList, String> {
+    use peep_transport::VideoCodec;
+    let mut out = Vec::new();
+    for name in s.split(',').map(str::trim) {
+        let codec = match name.to_ascii_lowercase().as_str() {
+            "h264" | "h.264" => VideoCodec::H264,
+            "vp8" => VideoCodec::Vp8,
+            "vp9" => VideoCodec::Vp9,
+            other => return Err(format!("unknown codec {other:?} (h264, vp9, vp8)")),
+        };
+        if !out.contains(&codec) {
+            out.push(codec);
+        }
+    }
+    Ok(CodecList(out))
 }
 
 fn pipeline_summary(p: &Pipeline, elapsed: Duration, written: u64) -> String {
@@ -548,7 +652,11 @@ fn demo_window(scene: &str, fps: f32, seconds: f64, then: Option<(&str, f64)>) -
         if index == 0 || switch.is_some() || content.changed(index) {
             let mark = FrameMark::now(index as u32);
             content.render(index, &mut frame, w as usize * 4, mark);
-            window.show(&frame, w, h, w as usize * 4)?;
+            // Repaint only what changed, as applications do (the X server's
+            // damage then covers only that); everything on a scene switch.
+            let all = peep_capture::DamageRect { x: 0, y: 0, width: w, height: h };
+            let region = if index == 0 || switch.is_some() { all } else { content.damage(index).unwrap_or(all) };
+            window.show_region(&frame, w, h, w as usize * 4, region)?;
             if switch.is_some() {
                 let mut out = std::io::stdout().lock();
                 writeln!(out, "switch {}", mark.timestamp_ms)?;
@@ -601,6 +709,67 @@ mod tests {
         let debug = format!("{cli:?}");
         assert!(!debug.contains("KEY-1234") && !debug.contains("tok-5678"), "{debug}");
         assert!(Cli::try_parse_from(["peep", "share", "--whip-token", "t"]).is_err(), "a token needs a URL");
+    }
+
+    #[test]
+    fn status_names_each_viewers_codec_and_each_running_encoder() {
+        use peep_transport::{VideoCodec, ViewerSnapshot, ViewerState};
+        let viewer = |codec, state| ViewerSnapshot {
+            id: "x".into(),
+            remote: "127.0.0.1:1".parse().expect("addr"),
+            codec,
+            state,
+            connected_for: Duration::from_secs(1),
+            rtt: None,
+            loss: 0.0,
+            estimate_bps: 0,
+            bytes_sent: 0,
+            frames_sent: 0,
+            frames_dropped: 0,
+            frames_skipped: 0,
+            keyframe_requests: 0,
+            queue_ms: 0,
+            retransmissions: 0,
+            nacks: 0,
+            plis: 0,
+            probes: 0,
+            padding_bytes: 0,
+            app_limited: false,
+            acked_bps: 0,
+            playout_min_ms: 0,
+        };
+        let viewers = [
+            viewer(VideoCodec::H264, ViewerState::Connected),
+            viewer(VideoCodec::Vp9, ViewerState::Connected),
+            viewer(VideoCodec::H264, ViewerState::Connected),
+            viewer(VideoCodec::Vp8, ViewerState::Connecting),
+        ];
+        let figures = |codec, fps| EncoderFigures { codec, fps, kbps: 900.0, target_kbps: 1000.0, encode_ms: 9.5 };
+        let send = SendFigures {
+            fps_limited_by_link: true,
+            estimate_kbps: 1200.0,
+            queue_ms: 12,
+            skipped: 3,
+            retransmissions: 4,
+            nacks: 5,
+            plis: 1,
+        };
+        let line = format_status(&viewers, &[figures(Codec::H264, 30.0), figures(Codec::Vp9, 15.0)], &send);
+        assert_eq!(
+            line,
+            "viewers 3 (H.264 2, VP9 1)  H.264  fps  30.0  bitrate    900 kbps  target   1000 kbps  encode   9.5 ms  \
+             VP9  fps  15.0  bitrate    900 kbps  target   1000 kbps  encode   9.5 ms  \
+             est   1200 kbps  queue   12 ms  skipped 3  rtx 4  nack 5  pli 1  fps limited by the link"
+        );
+        assert_eq!(format_status(&[], &[], &SendFigures::default()), "viewers 0");
+    }
+
+    #[test]
+    fn codec_lists_parse_in_order() {
+        use peep_transport::VideoCodec::*;
+        assert_eq!(parse_codecs("h264,vp9,vp8"), Ok(CodecList(vec![H264, Vp9, Vp8])));
+        assert_eq!(parse_codecs("VP8, h264, vp8"), Ok(CodecList(vec![Vp8, H264])));
+        assert!(parse_codecs("av1").is_err());
     }
 
     #[test]

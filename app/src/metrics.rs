@@ -10,10 +10,10 @@
 //! | `peep_frames_dropped_total{reason}` | counter | `overwritten` in the ring, skipped by the encoder's `rate_control`, by the frame dropper for `budget` or `backlog` |
 //! | `peep_encoded_bytes_total{codec}` | counter | encoded bytes |
 //! | `peep_keyframes_encoded_total{codec}` | counter | IDRs produced |
-//! | `peep_encode_seconds{codec}` | histogram | conversion + encode time per frame |
+//! | `peep_encode_seconds{codec}` | histogram | encode time per frame |
 //! | `peep_capture_to_encoded_seconds` | histogram | capture to encoded frame ready |
 //! | `peep_bitrate_actual_bps{codec}` | gauge | encoded bits per second over the last second |
-//! | `peep_encoders_running{codec}` | gauge | encoders running (0 while nobody watches) |
+//! | `peep_encoders_running{codec}` | gauge | 1 while that codec's encode chain runs (0 while nobody watches) |
 //! | `peep_frame_rate` | gauge | frame rate in force (the governor's) |
 //! | `peep_frame_rate_limited_by_link` | gauge | 1 when the link, not the setting, limits it |
 //!
@@ -32,6 +32,7 @@ use prometheus::proto::MetricFamily;
 
 use crate::session::{LiveFigures, Session};
 use crate::stats::PipelineStats;
+use peep_encode::Codec;
 
 /// The pipeline's metrics (see the module docs).
 pub const PIPELINE_METRICS: &[Def] = &[
@@ -60,6 +61,12 @@ pub const PIPELINE_METRICS: &[Def] = &[
     ),
 ];
 
+/// A codec as a metric label, as the share's metrics spell it: `h264`,
+/// `vp8`, `vp9`.
+fn codec_label(codec: Codec) -> &'static str {
+    peep_transport::metrics::codec_label(crate::session::share_codec(codec))
+}
+
 fn def(name: &str) -> &'static Def {
     PIPELINE_METRICS.iter().find(|d| d.name == name).unwrap_or_else(|| panic!("metric {name} is not declared"))
 }
@@ -69,34 +76,32 @@ pub struct PipelineMetrics {
     pipeline: Arc<PipelineStats>,
     capture: Arc<CaptureStats>,
     live: Arc<LiveFigures>,
-    codec: &'static str,
     descs: Vec<Desc>,
 }
 
 impl std::fmt::Debug for PipelineMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PipelineMetrics").field("codec", &self.codec).finish_non_exhaustive()
+        f.debug_struct("PipelineMetrics").finish_non_exhaustive()
     }
 }
 
 impl PipelineMetrics {
-    /// A collector over these counters; `codec` names the encoder.
-    pub fn new(
-        pipeline: Arc<PipelineStats>,
-        capture: Arc<CaptureStats>,
-        live: Arc<LiveFigures>,
-        codec: &'static str,
-    ) -> Self {
-        Self { pipeline, capture, live, codec, descs: descs(PIPELINE_METRICS) }
+    /// A collector over these counters.
+    pub fn new(pipeline: Arc<PipelineStats>, capture: Arc<CaptureStats>, live: Arc<LiveFigures>) -> Self {
+        Self { pipeline, capture, live, descs: descs(PIPELINE_METRICS) }
+    }
+
+    /// Whether `codec`'s encode chain runs now (started, and someone watches).
+    fn running(&self, codec: Codec) -> bool {
+        self.live.encoding.load(Relaxed) && self.pipeline.codec(codec).active.load(Relaxed)
     }
 
     /// This scrape's samples.
     pub fn scrape(&self, out: &mut Scrape) {
-        let (p, c, codec) = (&self.pipeline, &self.capture, self.codec);
+        let (p, c) = (&self.pipeline, &self.capture);
         let n = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed) as f64;
         out.counter(def("peep_frames_captured_total"), &[], n(&c.frames_captured));
         out.counter(def("peep_frames_unchanged_total"), &[], n(&c.frames_unchanged));
-        out.counter(def("peep_frames_encoded_total"), &[codec], n(&p.frames_encoded));
         for (reason, counter) in [
             ("overwritten", &p.frames_dropped),
             ("rate_control", &p.frames_skipped_by_encoder),
@@ -105,10 +110,22 @@ impl PipelineMetrics {
         ] {
             out.counter(def("peep_frames_dropped_total"), &[reason], n(counter));
         }
-        out.counter(def("peep_encoded_bytes_total"), &[codec], n(&p.bytes));
-        out.counter(def("peep_keyframes_encoded_total"), &[codec], n(&p.keyframes));
-        let h = &p.encode_time;
-        out.histogram(def("peep_encode_seconds"), &[codec], &h.cumulative_buckets(), h.count(), h.sum().as_secs_f64());
+        for codec in Codec::ALL {
+            let (label, this) = (codec_label(codec), p.codec(codec));
+            out.counter(def("peep_frames_encoded_total"), &[label], n(&this.frames_encoded));
+            out.counter(def("peep_encoded_bytes_total"), &[label], n(&this.bytes));
+            out.counter(def("peep_keyframes_encoded_total"), &[label], n(&this.keyframes));
+            let h = &this.encode_time;
+            out.histogram(
+                def("peep_encode_seconds"),
+                &[label],
+                &h.cumulative_buckets(),
+                h.count(),
+                h.sum().as_secs_f64(),
+            );
+            out.gauge(def("peep_bitrate_actual_bps"), &[label], n(&self.live.actual_bps[codec.index()]));
+            out.gauge(def("peep_encoders_running"), &[label], f64::from(u8::from(self.running(codec))));
+        }
         let h = &p.capture_to_encoded;
         out.histogram(
             def("peep_capture_to_encoded_seconds"),
@@ -117,8 +134,6 @@ impl PipelineMetrics {
             h.count(),
             h.sum().as_secs_f64(),
         );
-        out.gauge(def("peep_bitrate_actual_bps"), &[codec], n(&self.live.actual_bps));
-        out.gauge(def("peep_encoders_running"), &[codec], f64::from(u8::from(self.live.encoding.load(Relaxed))));
         out.gauge(def("peep_frame_rate"), &[], p.fps_x10.load(Relaxed) as f64 / 10.0);
         out.gauge(
             def("peep_frame_rate_limited_by_link"),
@@ -131,8 +146,24 @@ impl PipelineMetrics {
     pub fn stats_json(&self) -> serde_json::Value {
         let (p, c) = (&self.pipeline, &self.capture);
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        let codecs: serde_json::Map<String, serde_json::Value> = Codec::ALL
+            .iter()
+            .map(|&codec| {
+                let this = p.codec(codec);
+                let figures = serde_json::json!({
+                    "running": self.running(codec),
+                    "frames_encoded": this.frames_encoded.load(Relaxed),
+                    "keyframes": this.keyframes.load(Relaxed),
+                    "bytes": this.bytes.load(Relaxed),
+                    "actual_bps": self.live.actual_bps[codec.index()].load(Relaxed),
+                    "encode_ms_p50": ms(this.encode_time.quantile(0.5)),
+                    "encode_ms_p95": ms(this.encode_time.quantile(0.95)),
+                });
+                (codec_label(codec).to_owned(), figures)
+            })
+            .collect();
         serde_json::json!({
-            "codec": self.codec,
+            "codecs": codecs,
             "encoding": self.live.encoding.load(Relaxed),
             "frames_captured": c.frames_captured.load(Relaxed),
             "frames_unchanged": c.frames_unchanged.load(Relaxed),
@@ -143,11 +174,9 @@ impl PipelineMetrics {
             "frames_skipped_backlog": p.frames_skipped_backlog.load(Relaxed),
             "keyframes": p.keyframes.load(Relaxed),
             "bytes": p.bytes.load(Relaxed),
-            "actual_bps": self.live.actual_bps.load(Relaxed),
             "fps": p.fps_x10.load(Relaxed) as f64 / 10.0,
             "fps_limited_by_link": p.fps_limited_by_link.load(Relaxed),
             "encode_ms_p50": ms(p.encode_time.quantile(0.5)),
-            "encode_ms_p95": ms(p.encode_time.quantile(0.95)),
             "capture_to_encoded_ms_p50": ms(p.capture_to_encoded.quantile(0.5)),
         })
     }

@@ -1,11 +1,24 @@
 //! The media pipeline: capture thread → frame ring → encode thread →
-//! bounded channel → consumer (a file, stdout, later the WebRTC sender).
+//! bounded channel → consumer (a file, stdout, the WebRTC fan-out).
 //!
 //! ```text
 //!  peep-capture ──(FrameRing, 3 slots, never blocks)──▶ peep-encode ──(channel, 4)──▶ consumer
-//!       ▲                                                  │   ▲
-//!       └──────────── request_frame (keyframes) ───────────┘   └── Control (bitrate, fps, keyframe)
+//!       ▲                                                  │   ▲       packets tagged with their codec
+//!       └──────────── request_frame (keyframes) ───────────┘   └── Control (codecs, bitrate, fps, keyframe)
 //! ```
+//!
+//! **One source, one conversion, one encode per codec.** The encode thread
+//! converts each captured frame to I420 once, applies the resolution policy
+//! once, and feeds the result to every active [encode chain](Control::SetCodecs)
+//! in a fixed order — H.264 first, so an H.264 viewer's latency does not
+//! grow when a VP9 viewer joins — sending each chain's packet as soon as it
+//! is encoded. A chain is one encoder with its own output buffer, keyframe
+//! state, bitrate and frame-rate governor; chains start when the consumer
+//! asks for their codec ([`EncoderFactory`] makes the encoder) and stop
+//! (encoder dropped) when it no longer does. The capture runs at the
+//! fastest chain's frame rate; a chain whose governor wants fewer frames
+//! skips frames ("decimation") instead of slowing the others. Several
+//! sources are several pipelines, each with its own chains.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +31,10 @@ use peep_capture::backend::CaptureBackend;
 use peep_capture::driver::{self, CaptureConfig, CaptureHandle, CaptureStats};
 use peep_capture::{RingConsumer, Take, frame_ring};
 use peep_encode::budget::{FrameDropper, Skip};
-use peep_encode::{BufferPool, EncodeOutcome, EncodedFrame, Encoder, I420Frame, PooledBuf, bgra_to_i420};
+use peep_encode::content::ClassifierConfig;
+use peep_encode::convert::bgra_to_i420_rows;
+use peep_encode::{BufferPool, Codec, EncodeOutcome, EncodedFrame, Encoder, I420Frame, PooledBuf};
+use peep_encode::{ContentClass, ContentClassifier, PaintOver};
 use peep_transport::SendBacklog;
 
 use crate::governor::FpsGovernor;
@@ -41,7 +57,9 @@ pub const CONTROL_CHANNEL_CAPACITY: usize = 16;
 /// the encoder's pool when dropped.
 #[derive(Debug)]
 pub struct EncodedPacket {
-    /// Annex-B NAL units.
+    /// Which chain produced it.
+    pub codec: Codec,
+    /// H.264: Annex-B NAL units; VP8/VP9: one frame.
     pub data: PooledBuf,
     /// Whether this is an IDR frame.
     pub keyframe: bool,
@@ -55,21 +73,77 @@ pub struct EncodedPacket {
     pub width: u32,
     /// Coded size.
     pub height: u32,
+    /// A paint-over refinement: the previous picture again at high quality
+    /// (the content settled after motion), not a new capture.
+    pub refinement: bool,
+}
+
+/// Bitrate of a chain started before any bitrate was asked for its codec
+/// (and without a governor start rate).
+pub const DEFAULT_START_BPS: u32 = 2_000_000;
+
+/// A set of codecs: the encode chains to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Codecs(u8);
+
+impl Codecs {
+    /// No chain runs.
+    pub const NONE: Codecs = Codecs(0);
+
+    /// Just `codec`.
+    pub fn only(codec: Codec) -> Self {
+        Codecs(1 << codec.index())
+    }
+
+    /// Adds `codec`.
+    pub fn insert(&mut self, codec: Codec) {
+        self.0 |= 1 << codec.index();
+    }
+
+    /// Whether `codec` is in the set.
+    pub fn contains(self, codec: Codec) -> bool {
+        self.0 & (1 << codec.index()) != 0
+    }
+
+    /// The codecs in chain order (H.264 first).
+    pub fn iter(self) -> impl Iterator<Item = Codec> {
+        Codec::ALL.into_iter().filter(move |c| self.contains(*c))
+    }
+}
+
+impl FromIterator<Codec> for Codecs {
+    fn from_iter<T: IntoIterator<Item = Codec>>(iter: T) -> Self {
+        let mut set = Codecs::NONE;
+        for c in iter {
+            set.insert(c);
+        }
+        set
+    }
 }
 
 /// Run-time commands to the encode thread.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Control {
-    /// New target bitrate.
-    SetBitrate(u32),
-    /// New frame rate (capture pacing and rate control).
+    /// New target bitrate for one codec's encoder (remembered while that
+    /// chain is stopped, and used when it starts).
+    SetBitrate(Codec, u32),
+    /// New frame rate (capture pacing and rate control), for every chain.
     SetFps(f32),
-    /// Make the next frame an IDR.
-    Keyframe,
+    /// Make one codec's next frame a keyframe (ignored while it is stopped:
+    /// a chain starts with one).
+    Keyframe(Codec),
     /// Resolution policy: halve frames until they are at most this tall
     /// (`None`: native size).
     SetMaxHeight(Option<u32>),
+    /// Run exactly these encode chains: missing ones start (their encoder
+    /// made by the [`EncoderFactory`], first frame a keyframe), extra ones
+    /// stop (encoder dropped; the pipeline's initial encoder is kept idle
+    /// for reuse instead).
+    SetCodecs(Codecs),
 }
+
+/// Makes an encoder for a chain that starts: `(codec, bitrate_bps, fps)`.
+pub type EncoderFactory = Box<dyn FnMut(Codec, u32, f32) -> Result<Box<dyn Encoder>> + Send>;
 
 /// Pipeline settings.
 #[derive(Debug, Clone)]
@@ -87,10 +161,11 @@ pub struct PipelineConfig {
     /// Start with capture paused (a share nobody watches yet); see
     /// [`Pipeline::set_paused`].
     pub start_paused: bool,
-    /// The transport's send backlog: with a governor, a frame dropper in
-    /// front of the encoder skips frames while it is long (see
+    /// The transport's send backlog per codec (indexed by [`Codec::index`]):
+    /// with a governor, a frame dropper in front of each chain's encoder
+    /// skips frames while its codec's backlog is long (see
     /// `peep_encode::budget`). `None`: only the encoder's own budget counts.
-    pub send_backlog: Option<SendBacklog>,
+    pub send_backlogs: Option<[SendBacklog; 3]>,
 }
 
 impl Default for PipelineConfig {
@@ -101,7 +176,7 @@ impl Default for PipelineConfig {
             governor_start_bps: None,
             max_height: None,
             start_paused: false,
-            send_backlog: None,
+            send_backlogs: None,
         }
     }
 }
@@ -112,6 +187,8 @@ pub struct Pipeline {
     capture: Option<CaptureHandle>,
     encode: Option<JoinHandle<Result<()>>>,
     stop: Arc<AtomicBool>,
+    /// Shared with the encode thread: no refinement frames while paused.
+    paused: Arc<AtomicBool>,
     control: Sender<Control>,
     packets: Receiver<EncodedPacket>,
     /// Encoder-side counters.
@@ -121,32 +198,53 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Starts capturing from `backend` and encoding with `encoder`.
+    /// Starts capturing from `backend` and encoding with `encoder` (its
+    /// codec's chain runs from the start; without a factory no other can).
     pub fn start(backend: Box<dyn CaptureBackend>, encoder: Box<dyn Encoder>, config: PipelineConfig) -> Result<Self> {
+        Self::start_with_factory(backend, encoder, None, config)
+    }
+
+    /// As [`Pipeline::start`], with `factory` making the encoders of other
+    /// codecs when [`Control::SetCodecs`] asks for them.
+    pub fn start_with_factory(
+        backend: Box<dyn CaptureBackend>,
+        encoder: Box<dyn Encoder>,
+        factory: Option<EncoderFactory>,
+        config: PipelineConfig,
+    ) -> Result<Self> {
         let (producer, consumer) = frame_ring();
         let capture_stats = Arc::new(CaptureStats::default());
         let capture_config =
             CaptureConfig { fps: config.fps, keepalive: config.keepalive, start_paused: config.start_paused };
-        let fps_x10 = (config.fps * 10.0).round() as u64;
         let capture = driver::spawn_capture(backend, producer, capture_config, capture_stats.clone())
             .context("starting the capture thread")?;
         let stats = Arc::new(PipelineStats::default());
-        stats.fps_x10.store(fps_x10, Ordering::Relaxed);
+        stats.fps_x10.store((config.fps * 10.0).round() as u64, Ordering::Relaxed);
         let stop = Arc::new(AtomicBool::new(false));
+        let paused = Arc::new(AtomicBool::new(config.start_paused));
         let fps = capture.fps_control();
         // Policies: see PACKET_CHANNEL_CAPACITY and CONTROL_CHANNEL_CAPACITY.
         let (packet_tx, packets) = crossbeam_channel::bounded(PACKET_CHANNEL_CAPACITY);
         let (control, control_rx) = crossbeam_channel::bounded(CONTROL_CHANNEL_CAPACITY);
         let encode = {
-            let (stats, stop) = (stats.clone(), stop.clone());
+            let (stats, stop, paused) = (stats.clone(), stop.clone(), paused.clone());
             std::thread::Builder::new()
                 .name("peep-encode".into())
                 .spawn(move || {
-                    EncodeLoop::new(consumer, encoder, (stats, stop), (packet_tx, control_rx), fps, config).run()
+                    let mut encode = EncodeLoop::new(
+                        consumer,
+                        (encoder, factory),
+                        (stats, stop),
+                        (packet_tx, control_rx),
+                        fps,
+                        config,
+                    );
+                    encode.paused = paused;
+                    encode.run()
                 })
                 .context("starting the encode thread")?
         };
-        Ok(Self { capture: Some(capture), encode: Some(encode), stop, control, packets, stats, capture_stats })
+        Ok(Self { capture: Some(capture), encode: Some(encode), stop, paused, control, packets, stats, capture_stats })
     }
 
     /// The encoded frames.
@@ -165,6 +263,7 @@ impl Pipeline {
     /// viewer) asks for it, and a second IDR right after would waste a
     /// second of bitrate budget.
     pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
         if let Some(capture) = &self.capture {
             capture.set_paused(paused);
         }
@@ -207,33 +306,115 @@ impl Drop for Pipeline {
     }
 }
 
+/// One encoder and everything that is its own: output buffer, keyframe
+/// state, bitrate, frame rate and governor.
+struct Chain {
+    codec: Codec,
+    encoder: Option<Box<dyn Encoder>>,
+    /// The pipeline's initial encoder: kept idle when its chain stops.
+    resident: bool,
+    active: bool,
+    out: EncodedFrame,
+    governor: Option<FpsGovernor>,
+    /// Leaky-bucket frame dropper (live sharing only, with the governor).
+    dropper: Option<FrameDropper>,
+    /// This codec's send backlog, for the dropper.
+    send_backlog: Option<SendBacklog>,
+    /// Last bitrate asked for this codec (for an encoder made later).
+    bitrate_bps: Option<u32>,
+    /// The frame rate this chain encodes at (governor or configured).
+    fps: f32,
+    last_pts: Option<Duration>,
+    /// A keyframe is due: never decimate or drop a frame until it is out.
+    keyframe_due: bool,
+}
+
+impl Chain {
+    fn new(codec: Codec, fps: f32) -> Self {
+        Self {
+            codec,
+            encoder: None,
+            resident: false,
+            active: false,
+            out: EncodedFrame::with_capacity(256 * 1024),
+            governor: None,
+            dropper: None,
+            send_backlog: None,
+            bitrate_bps: None,
+            fps,
+            last_pts: None,
+            keyframe_due: true,
+        }
+    }
+
+    /// Whether this chain skips the frame at `pts` to hold its lower rate.
+    fn decimates(&self, pts: Duration) -> bool {
+        match self.last_pts {
+            Some(last) if !self.keyframe_due => {
+                // A quarter of an interval of slack for capture jitter.
+                pts.saturating_sub(last).as_secs_f32() < 0.75 / self.fps
+            }
+            _ => false,
+        }
+    }
+}
+
 struct EncodeLoop {
     ring: RingConsumer,
-    encoder: Box<dyn Encoder>,
+    /// Indexed by [`Codec::index`]; encoded in this order (H.264 first).
+    chains: [Chain; 3],
+    factory: Option<EncoderFactory>,
     stats: Arc<PipelineStats>,
     stop: Arc<AtomicBool>,
     packets: Sender<EncodedPacket>,
     control: Receiver<Control>,
     pool: BufferPool,
     fps: peep_capture::driver::FpsControl,
-    governor: Option<FpsGovernor>,
-    /// Leaky-bucket frame dropper (live sharing only, with the governor).
-    dropper: Option<FrameDropper>,
-    send_backlog: Option<SendBacklog>,
-    /// A keyframe was asked for and not produced yet (the dropper never skips it).
-    keyframe_pending: bool,
+    /// The user's frame rate (the governors' ceiling).
+    max_fps: f32,
+    /// Where a new chain's governor and bitrate start.
+    start_bps: Option<u32>,
     yuv: I420Frame,
     /// Halved copies of `yuv` for the resolution policy.
     scaled: [I420Frame; 2],
     max_height: Option<u32>,
-    out: EncodedFrame,
     start: Option<Instant>,
+    /// Content class and paint-over decisions (see `peep_encode::content`).
+    adapt: Adaptation,
+    paused: Arc<AtomicBool>,
+}
+
+/// The encode thread's content adaptation: classifies every frame from its
+/// damage, tells the encoders, and sends one refinement frame when content
+/// settles after motion.
+struct Adaptation {
+    classifier: ContentClassifier,
+    class: ContentClass,
+    paint: PaintOver,
+    /// Halvings of the last encoded picture (which buffer holds it), and
+    /// its sequence number; `None` before the first.
+    last: Option<(usize, u64)>,
+}
+
+/// How long content must stay unchanged after motion before the one
+/// refinement frame (the paint-over) is sent.
+pub const PAINT_OVER_SETTLE: Duration = Duration::from_millis(300);
+
+impl Adaptation {
+    fn new() -> Self {
+        Self {
+            classifier: ContentClassifier::new(ClassifierConfig::default()),
+            class: ContentClass::default(),
+            paint: PaintOver::new(PAINT_OVER_SETTLE),
+            last: None,
+        }
+    }
 }
 
 impl EncodeLoop {
     fn new(
         ring: RingConsumer,
-        encoder: Box<dyn Encoder>,
+        (encoder, factory): (Box<dyn Encoder>, Option<EncoderFactory>),
         (stats, stop): (Arc<PipelineStats>, Arc<AtomicBool>),
         (packets, control): (Sender<EncodedPacket>, Receiver<Control>),
         fps: peep_capture::driver::FpsControl,
@@ -241,64 +422,84 @@ impl EncodeLoop {
     ) -> Self {
         // One buffer per channel slot, one being filled, one held by the consumer.
         let pool = BufferPool::new(PACKET_CHANNEL_CAPACITY + 2, 256 * 1024);
+        let mut chains = Codec::ALL.map(|c| Chain::new(c, config.fps));
+        if let Some(backlogs) = &config.send_backlogs {
+            for chain in &mut chains {
+                chain.send_backlog = Some(backlogs[chain.codec.index()].clone());
+            }
+        }
+        let first = &mut chains[encoder.codec().index()];
+        first.encoder = Some(encoder);
+        first.resident = true;
+        first.active = true;
+        first.governor = config.governor_start_bps.map(|bps| FpsGovernor::new(config.fps, bps));
+        first.dropper = config.governor_start_bps.map(FrameDropper::new);
+        stats.codec(first.codec).active.store(true, Ordering::Relaxed);
+        stats.codec(first.codec).starts.fetch_add(1, Ordering::Relaxed);
         Self {
             ring,
-            encoder,
+            chains,
+            factory,
             stats,
             stop,
             packets,
             control,
             pool,
-            governor: config.governor_start_bps.map(|bps| FpsGovernor::new(config.fps, bps)),
-            dropper: config.governor_start_bps.map(FrameDropper::new),
-            send_backlog: config.send_backlog.clone(),
-            keyframe_pending: false,
             fps,
+            max_fps: config.fps,
+            start_bps: config.governor_start_bps,
             yuv: I420Frame::new(2, 2),
             scaled: [I420Frame::new(2, 2), I420Frame::new(2, 2)],
             max_height: config.max_height,
-            out: EncodedFrame::with_capacity(256 * 1024),
             start: None,
+            adapt: Adaptation::new(),
+            paused: Arc::default(),
         }
     }
 
     fn run(mut self) -> Result<()> {
+        // The last wait for a frame timed out: time for `idle_step`.
+        let mut idle = false;
         while !self.stop.load(Ordering::Acquire) {
             self.apply_controls()?;
-            let frame = match self.ring.take_timeout(Duration::from_millis(100)) {
+            if std::mem::take(&mut idle) && !self.idle_step()? {
+                break;
+            }
+            // Wake in time for a due refinement frame.
+            let now = Instant::now();
+            let wait = self.adapt.paint.deadline().map_or(Duration::from_millis(100), |d| {
+                d.saturating_duration_since(now).min(Duration::from_millis(100))
+            });
+            let frame = match self.ring.take_timeout(wait) {
                 Take::Frame(f) => f,
-                Take::Timeout => continue,
+                Take::Timeout => {
+                    idle = true;
+                    continue;
+                }
                 Take::Closed => break,
             };
             let meta = *frame.meta();
             let started = Instant::now();
-            if let Some(dropper) = &mut self.dropper {
-                let backlog = self.send_backlog.as_ref().map_or(Duration::ZERO, SendBacklog::get);
-                if let Some(skip) = dropper.decide(started, backlog, self.keyframe_pending) {
-                    // Whole frames, before the encoder sees them: the
-                    // stream has no hole and the references stay intact.
-                    drop(frame);
-                    let counter = match skip {
-                        Skip::Budget => &self.stats.frames_skipped_budget,
-                        Skip::Backlog => &self.stats.frames_skipped_backlog,
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    if let Some(fps) = self.governor.as_mut().and_then(|g| g.on_skipped(started)) {
-                        self.set_fps(fps)?;
-                    }
-                    continue;
-                }
-            }
-            bgra_to_i420(frame.data(), meta.width, meta.height, meta.stride_bytes, &mut self.yuv)?;
-            // Return the slot before the (much longer) encode.
+            // Convert only what changed since the frame `yuv` holds (the
+            // ring merges the damage of frames it dropped meanwhile); the
+            // converter converts everything after a size change.
+            let rows = match frame.damage() {
+                Some(d) if (self.yuv.width(), self.yuv.height()) == (meta.width, meta.height) => d.y..d.y + d.height,
+                _ => 0..meta.height,
+            };
+            self.stats.rows_converted.fetch_add(u64::from(rows.end - rows.start), Ordering::Relaxed);
+            self.stats.rows_taken.fetch_add(u64::from(meta.height), Ordering::Relaxed);
+            bgra_to_i420_rows(frame.data(), meta.width, meta.height, meta.stride_bytes, &mut self.yuv, rows)?;
+            let damaged_fraction =
+                frame.damage().map(|d| (d.width as f32 * d.height as f32) / (meta.width as f32 * meta.height as f32));
+            // Return the slot before the (much longer) encodes.
             drop(frame);
             self.stats.frames_dropped.store(self.ring.stats().overwritten.load(Ordering::Relaxed), Ordering::Relaxed);
+            self.classify(started, meta.changed, damaged_fraction)?;
             let start = *self.start.get_or_insert(meta.captured_at);
             let pts = meta.captured_at.saturating_duration_since(start);
             let halvings = self.max_height.map_or(0, |max| peep_encode::scale::halvings_for(meta.height, max)) as usize;
-            let source: &I420Frame = if halvings == 0 {
-                &self.yuv
-            } else {
+            if halvings > 0 {
                 peep_encode::scale::downscale_half(&self.yuv, &mut self.scaled[0]);
                 for i in 1..halvings {
                     let (a, b) = self.scaled.split_at_mut(1);
@@ -308,64 +509,180 @@ impl EncodeLoop {
                         peep_encode::scale::downscale_half(&b[0], &mut a[0]);
                     }
                 }
-                &self.scaled[(halvings - 1) % 2]
-            };
-            let name = self.encoder.name();
-            let outcome = self
-                .encoder
-                .encode(source, pts, &mut self.out)
-                .with_context(|| format!("the {name} encoder failed"))?;
-            let done = Instant::now();
-            self.stats.encode_time.record(done - started);
-            if outcome == EncodeOutcome::Skipped {
-                self.stats.frames_skipped_by_encoder.fetch_add(1, Ordering::Relaxed);
-                continue;
             }
-            self.stats.capture_to_encoded.record(done.saturating_duration_since(meta.captured_at));
-            if let Some(dropper) = &mut self.dropper {
-                dropper.on_encoded(done, self.out.data.len());
+            let source: &I420Frame = if halvings == 0 { &self.yuv } else { &self.scaled[(halvings - 1) % 2] };
+            self.adapt.last = Some((halvings, meta.seq));
+            for index in 0..self.chains.len() {
+                let chain = &mut self.chains[index];
+                if !chain.active || chain.encoder.is_none() {
+                    continue;
+                }
+                let codec_stats = self.stats.codec(chain.codec);
+                if chain.decimates(pts) {
+                    codec_stats.frames_decimated.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                if let Some(dropper) = &mut chain.dropper {
+                    let backlog = chain.send_backlog.as_ref().map_or(Duration::ZERO, SendBacklog::get);
+                    if let Some(skip) = dropper.decide(started, backlog, chain.keyframe_due) {
+                        // Whole frames, before the encoder sees them: the
+                        // stream has no hole and the references stay intact.
+                        let counter = match skip {
+                            Skip::Budget => &self.stats.frames_skipped_budget,
+                            Skip::Backlog => &self.stats.frames_skipped_backlog,
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        if let Some(fps) = chain.governor.as_mut().and_then(|g| g.on_skipped(started)) {
+                            chain.fps = fps;
+                            if let Some(encoder) = &mut chain.encoder {
+                                encoder.set_fps(fps)?;
+                            }
+                            self.fps.set(capture_fps(&self.chains, self.max_fps));
+                            publish_fps(&self.chains, self.max_fps, &self.stats);
+                        }
+                        continue;
+                    }
+                }
+                let encoder = chain.encoder.as_mut().expect("checked above");
+                let encode_started = Instant::now();
+                let outcome = match encoder.encode(source, pts, &mut chain.out) {
+                    Ok(outcome) => outcome,
+                    Err(e) if !chain.resident => {
+                        // A second codec failing must not end the share for
+                        // everyone: stop that chain and say why.
+                        tracing::warn!("the {} encoder failed and stops: {e}", chain.codec);
+                        stop_chain(chain, &self.stats);
+                        continue;
+                    }
+                    Err(e) => return Err(e).with_context(|| format!("the {} encoder failed", encoder.name())),
+                };
+                let done = Instant::now();
+                codec_stats.encode_time.record(done - encode_started);
+                if outcome == EncodeOutcome::Skipped {
+                    self.stats.frames_skipped_by_encoder.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                chain.last_pts = Some(pts);
+                let len = chain.out.data.len();
+                let keyframe = chain.out.keyframe;
+                if let Some(dropper) = &mut chain.dropper {
+                    dropper.on_encoded(done, len);
+                }
+                if let Some(fps) = chain.governor.as_mut().and_then(|g| g.on_encoded(len, keyframe, done)) {
+                    chain.fps = fps;
+                    encoder.set_fps(fps)?;
+                    self.fps.set(capture_fps(&self.chains, self.max_fps));
+                    publish_fps(&self.chains, self.max_fps, &self.stats);
+                }
+                let chain = &mut self.chains[index];
+                self.stats.capture_to_encoded.record(done.saturating_duration_since(meta.captured_at));
+                let (all, this) = (&*self.stats, self.stats.codec(chain.codec));
+                all.frames_encoded.fetch_add(1, Ordering::Relaxed);
+                all.bytes.fetch_add(len as u64, Ordering::Relaxed);
+                all.keyframes.fetch_add(u64::from(chain.out.keyframe), Ordering::Relaxed);
+                this.frames_encoded.fetch_add(1, Ordering::Relaxed);
+                let gain = chain.encoder.as_ref().map_or(1.0, |e| e.rate_gain());
+                this.rate_gain_x100.store((gain * 100.0).round() as u64, Ordering::Relaxed);
+                this.bytes.fetch_add(len as u64, Ordering::Relaxed);
+                this.keyframes.fetch_add(u64::from(chain.out.keyframe), Ordering::Relaxed);
+                if chain.out.keyframe {
+                    chain.keyframe_due = false;
+                }
+                // Hand the bytes over without copying: swap the encoder's buffer
+                // with an empty pooled one.
+                let mut data = self.pool.get();
+                data.clear();
+                std::mem::swap(&mut *data, &mut chain.out.data);
+                let packet = EncodedPacket {
+                    codec: chain.codec,
+                    data,
+                    keyframe: chain.out.keyframe,
+                    pts,
+                    captured_at: meta.captured_at,
+                    seq: meta.seq,
+                    width: chain.out.width,
+                    height: chain.out.height,
+                    refinement: false,
+                };
+                if !self.send(packet) {
+                    return Ok(());
+                }
             }
-            if self.out.keyframe {
-                self.keyframe_pending = false;
-            }
-            let keyframe = self.out.keyframe;
-            if let Some(fps) = self.governor.as_mut().and_then(|g| g.on_encoded(self.out.data.len(), keyframe, done)) {
-                self.set_fps(fps)?;
-            }
-            self.stats.frames_encoded.fetch_add(1, Ordering::Relaxed);
-            self.stats.bytes.fetch_add(self.out.data.len() as u64, Ordering::Relaxed);
-            if self.out.keyframe {
-                self.stats.keyframes.fetch_add(1, Ordering::Relaxed);
-            }
-            // Hand the bytes over without copying: swap the encoder's buffer
-            // with an empty pooled one.
-            let mut data = self.pool.get();
-            data.clear();
-            std::mem::swap(&mut *data, &mut self.out.data);
-            let packet = EncodedPacket {
-                data,
-                keyframe: self.out.keyframe,
-                pts,
-                captured_at: meta.captured_at,
-                seq: meta.seq,
-                width: self.out.width,
-                height: self.out.height,
-            };
-            if !self.send(packet) {
-                break;
+            self.stats.encode_time.record(started.elapsed());
+        }
+        Ok(())
+    }
+
+    /// Feeds a frame to the content classifier and paint-over, and tells
+    /// the encoders when the class changes.
+    fn classify(&mut self, now: Instant, changed: bool, damaged_fraction: Option<f32>) -> Result<()> {
+        let class = self.adapt.classifier.observe(now, changed, damaged_fraction);
+        if changed {
+            let large = damaged_fraction.is_some_and(|f| f >= ClassifierConfig::default().large_fraction);
+            self.adapt.paint.changed(now, large || class == ContentClass::Motion);
+        }
+        self.set_class(class)
+    }
+
+    fn set_class(&mut self, class: ContentClass) -> Result<()> {
+        if class != self.adapt.class {
+            tracing::debug!(from = ?self.adapt.class, to = ?class, "content class");
+            self.adapt.class = class;
+            for chain in self.chains.iter_mut().filter(|c| c.active) {
+                if let Some(encoder) = &mut chain.encoder {
+                    encoder.set_content(class)?;
+                }
             }
         }
         Ok(())
     }
 
-    fn set_fps(&mut self, fps: f32) -> Result<()> {
-        self.fps.set(fps);
-        self.encoder.set_fps(fps)?;
-        self.stats.fps_x10.store((fps * 10.0).round() as u64, Ordering::Relaxed);
-        self.stats
-            .fps_limited_by_link
-            .store(self.governor.as_ref().is_some_and(FpsGovernor::limited_by_link), Ordering::Relaxed);
-        Ok(())
+    /// No new frame: re-evaluate the content class, and send the one
+    /// refinement frame per running chain when the content has settled
+    /// after motion (not while paused). Returns false when the consumer is
+    /// gone.
+    fn idle_step(&mut self) -> Result<bool> {
+        let now = Instant::now();
+        let class = self.adapt.classifier.tick(now);
+        self.set_class(class)?;
+        if self.paused.load(Ordering::Acquire) || !self.adapt.paint.due(now) {
+            return Ok(true);
+        }
+        let (Some((halvings, seq)), Some(start)) = (self.adapt.last, self.start) else { return Ok(true) };
+        let pts = now.saturating_duration_since(start);
+        for index in 0..self.chains.len() {
+            let chain = &mut self.chains[index];
+            let Some(encoder) = chain.encoder.as_mut().filter(|_| chain.active) else { continue };
+            let source = if halvings == 0 { &self.yuv } else { &self.scaled[(halvings - 1) % 2] };
+            if encoder.refine(source, pts, &mut chain.out)? == EncodeOutcome::Skipped {
+                continue;
+            }
+            let len = chain.out.data.len() as u64;
+            self.stats.refinements.fetch_add(1, Ordering::Relaxed);
+            self.stats.frames_encoded.fetch_add(1, Ordering::Relaxed);
+            self.stats.bytes.fetch_add(len, Ordering::Relaxed);
+            let this = self.stats.codec(chain.codec);
+            this.frames_encoded.fetch_add(1, Ordering::Relaxed);
+            this.bytes.fetch_add(len, Ordering::Relaxed);
+            let mut data = self.pool.get();
+            data.clear();
+            std::mem::swap(&mut *data, &mut chain.out.data);
+            let packet = EncodedPacket {
+                codec: chain.codec,
+                data,
+                keyframe: chain.out.keyframe,
+                pts,
+                captured_at: now,
+                seq,
+                width: chain.out.width,
+                height: chain.out.height,
+                refinement: true,
+            };
+            if !self.send(packet) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Blocks until the consumer takes the packet (see PACKET_CHANNEL_CAPACITY).
@@ -388,33 +705,120 @@ impl EncodeLoop {
     fn apply_controls(&mut self) -> Result<()> {
         loop {
             match self.control.try_recv() {
-                Ok(Control::SetBitrate(bps)) => {
-                    self.encoder.set_bitrate(bps)?;
-                    if let Some(g) = &mut self.governor {
+                Ok(Control::SetBitrate(codec, bps)) => {
+                    let chain = &mut self.chains[codec.index()];
+                    chain.bitrate_bps = Some(bps);
+                    if let Some(encoder) = &mut chain.encoder {
+                        encoder.set_bitrate(bps)?;
+                    }
+                    if let Some(g) = &mut chain.governor {
                         g.set_target(bps);
                     }
-                    if let Some(d) = &mut self.dropper {
+                    if let Some(d) = &mut chain.dropper {
                         d.set_target(bps);
                     }
                 }
-                Ok(Control::SetFps(fps)) => match self.governor.as_mut().map(|g| g.set_max_fps(fps)) {
-                    // The link limits it: the setting waits for the link.
-                    Some(None) => self
-                        .stats
-                        .fps_limited_by_link
-                        .store(self.governor.as_ref().is_some_and(FpsGovernor::limited_by_link), Ordering::Relaxed),
-                    Some(Some(next)) => self.set_fps(next)?,
-                    None => self.set_fps(fps)?,
-                },
-                Ok(Control::SetMaxHeight(max)) => self.max_height = max,
-                Ok(Control::Keyframe) => {
-                    self.keyframe_pending = true;
-                    self.encoder.request_keyframe();
-                    // An unchanged screen publishes nothing: ask for a frame.
-                    self.ring.request_frame();
+                Ok(Control::SetFps(fps)) => {
+                    self.max_fps = fps;
+                    for chain in &mut self.chains {
+                        // A raised setting applies at once unless the link
+                        // limits it (then the setting waits for the link,
+                        // and the stats say so).
+                        let next = match chain.governor.as_mut().map(|g| g.set_max_fps(fps)) {
+                            Some(None) => continue,
+                            Some(Some(next)) => next,
+                            None => fps,
+                        };
+                        chain.fps = next;
+                        if let Some(encoder) = &mut chain.encoder {
+                            encoder.set_fps(next)?;
+                        }
+                    }
+                    self.fps.set(capture_fps(&self.chains, self.max_fps));
+                    publish_fps(&self.chains, self.max_fps, &self.stats);
                 }
+                Ok(Control::SetMaxHeight(max)) => self.max_height = max,
+                Ok(Control::Keyframe(codec)) => {
+                    let chain = &mut self.chains[codec.index()];
+                    if let Some(encoder) = chain.encoder.as_mut().filter(|_| chain.active) {
+                        encoder.request_keyframe();
+                        chain.keyframe_due = true;
+                        // An unchanged screen publishes nothing: ask for a frame.
+                        self.ring.request_frame();
+                    }
+                }
+                Ok(Control::SetCodecs(wanted)) => self.set_codecs(wanted),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => return Ok(()),
             }
         }
     }
+
+    /// Starts and stops chains to match `wanted`.
+    fn set_codecs(&mut self, wanted: Codecs) {
+        for index in 0..self.chains.len() {
+            let chain = &mut self.chains[index];
+            let codec = chain.codec;
+            if chain.active && !wanted.contains(codec) {
+                stop_chain(chain, &self.stats);
+            } else if !chain.active && wanted.contains(codec) {
+                let bps = chain.bitrate_bps.or(self.start_bps).unwrap_or(DEFAULT_START_BPS);
+                let fps = capture_fps(&self.chains, self.max_fps);
+                let chain = &mut self.chains[index];
+                if chain.encoder.is_none() {
+                    let made = match &mut self.factory {
+                        Some(make) => make(codec, bps, fps),
+                        None => Err(anyhow::anyhow!("this pipeline has no encoder factory")),
+                    };
+                    match made {
+                        Ok(encoder) => chain.encoder = Some(encoder),
+                        Err(e) => {
+                            tracing::warn!("cannot start a {codec} encoder: {e:#}");
+                            continue;
+                        }
+                    }
+                } else if let Some(encoder) = &mut chain.encoder {
+                    // The idle initial encoder resumes: a fresh start for its viewers.
+                    encoder.request_keyframe();
+                    let _ = encoder.set_bitrate(bps);
+                    let _ = encoder.set_fps(fps);
+                }
+                chain.active = true;
+                chain.fps = fps;
+                chain.keyframe_due = true;
+                chain.last_pts = None;
+                chain.governor = self.start_bps.map(|_| FpsGovernor::new(self.max_fps, bps));
+                chain.dropper = self.start_bps.map(|_| FrameDropper::new(bps));
+                self.stats.codec(codec).active.store(true, Ordering::Relaxed);
+                self.stats.codec(codec).starts.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%codec, bps, fps, "encode chain started");
+                self.ring.request_frame();
+            }
+        }
+        self.fps.set(capture_fps(&self.chains, self.max_fps));
+    }
+}
+
+/// Stops a chain: its encoder is dropped unless it is the resident one.
+fn stop_chain(chain: &mut Chain, stats: &PipelineStats) {
+    chain.active = false;
+    if !chain.resident {
+        chain.encoder = None;
+    }
+    stats.codec(chain.codec).active.store(false, Ordering::Relaxed);
+    stats.codec(chain.codec).stops.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(codec = %chain.codec, "encode chain stopped");
+}
+
+/// Publishes the frame rate in force (the capture's) and whether the link,
+/// not the user's setting, limits it (any running chain's governor says so).
+fn publish_fps(chains: &[Chain], max_fps: f32, stats: &PipelineStats) {
+    stats.fps_x10.store((capture_fps(chains, max_fps) * 10.0).round() as u64, Ordering::Relaxed);
+    let limited =
+        chains.iter().filter(|c| c.active).any(|c| c.governor.as_ref().is_some_and(FpsGovernor::limited_by_link));
+    stats.fps_limited_by_link.store(limited, Ordering::Relaxed);
+}
+
+/// The capture rate: the fastest active chain's (the configured rate when none runs).
+fn capture_fps(chains: &[Chain], max_fps: f32) -> f32 {
+    chains.iter().filter(|c| c.active).map(|c| c.fps).reduce(f32::max).unwrap_or(max_fps)
 }

@@ -1,6 +1,8 @@
 //! Lock-free pipeline statistics.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use peep_encode::Codec;
 use std::time::Duration;
 
 /// Sub-buckets per power of two: values are kept within ±6 % of their true size.
@@ -133,7 +135,7 @@ impl Histogram {
 /// never take a lock.
 #[derive(Debug, Default)]
 pub struct PipelineStats {
-    /// Frames the encoder produced.
+    /// Frames the encoders produced (all codecs; see [`PipelineStats::codec`]).
     pub frames_encoded: AtomicU64,
     /// Frames the encoder's rate control skipped.
     pub frames_skipped_by_encoder: AtomicU64,
@@ -149,14 +151,54 @@ pub struct PipelineStats {
     pub fps_x10: AtomicU64,
     /// Whether the link, not the user's setting, limits the frame rate.
     pub fps_limited_by_link: std::sync::atomic::AtomicBool,
-    /// Encoded bytes.
+    /// Encoded bytes (all codecs).
     pub bytes: AtomicU64,
-    /// Keyframes produced.
+    /// Keyframes produced (all codecs).
     pub keyframes: AtomicU64,
-    /// Time to convert and encode one frame.
+    /// Source rows converted to YUV (only the damaged rows of a frame whose
+    /// damage is known; all rows otherwise).
+    pub rows_converted: AtomicU64,
+    /// Source rows of the frames taken (what a full conversion would do).
+    pub rows_taken: AtomicU64,
+    /// Paint-over refinement frames sent (content settled after motion).
+    pub refinements: AtomicU64,
+    /// Time to convert one captured frame and encode it with every active
+    /// encoder.
     pub encode_time: Histogram,
-    /// Capture time to encoded frame ready.
+    /// Capture time to encoded frame ready (every packet of every codec).
     pub capture_to_encoded: Histogram,
+    /// Per encode chain, indexed by [`Codec::index`].
+    pub codecs: [CodecStats; 3],
+}
+
+impl PipelineStats {
+    /// The counters of `codec`'s encode chain.
+    pub fn codec(&self, codec: Codec) -> &CodecStats {
+        &self.codecs[codec.index()]
+    }
+}
+
+/// Counters of one encode chain (one codec).
+#[derive(Debug, Default)]
+pub struct CodecStats {
+    /// Whether the chain is running now.
+    pub active: AtomicBool,
+    /// Times it started.
+    pub starts: AtomicU64,
+    /// Times it stopped.
+    pub stops: AtomicU64,
+    /// Frames it encoded.
+    pub frames_encoded: AtomicU64,
+    /// Frames it skipped to hold a lower frame rate than the capture's.
+    pub frames_decimated: AtomicU64,
+    /// Bytes it produced.
+    pub bytes: AtomicU64,
+    /// Keyframes it produced.
+    pub keyframes: AtomicU64,
+    /// Its encoder's rate-control gain ×100 (see `Encoder::rate_gain`).
+    pub rate_gain_x100: AtomicU64,
+    /// Time per encode call.
+    pub encode_time: Histogram,
 }
 
 #[cfg(test)]

@@ -21,6 +21,13 @@ fn session(config: ShareConfig) -> Session {
     session_on(IpAddr::V4(Ipv4Addr::LOCALHOST), config)
 }
 
+/// A share started inside the test's own host `ns` (its sockets live
+/// there), never in the machine's namespace, whose firewall is not the
+/// test's to know (a CI machine's drops what arrives on a new interface).
+fn session_in(ns: &Netns, bind: IpAddr, config: ShareConfig) -> Session {
+    ns.run_in(move || session_on(bind, config))
+}
+
 fn session_on(bind: IpAddr, config: ShareConfig) -> Session {
     let source = SyntheticBackend::new(640, 360, Scene::Typing).expect("source");
     let encoder =
@@ -206,12 +213,12 @@ fn kick_and_share_end_are_shown_on_the_page() {
 fn a_vanished_viewer_never_stalls_the_others_and_is_freed() {
     use std::sync::atomic::Ordering::Relaxed;
     // Two viewer hosts, each on its own link to this one.
-    let (host, other) = (Netns::new("pmk"), Netns::new("pms"));
-    let link = Link::new(None, "10.232.2.1/30", Some(&host), "10.232.2.2/30");
-    let other_link = Link::new(None, "10.232.3.1/30", Some(&other), "10.232.3.2/30");
+    let (sharer, host, other) = (Netns::new("pmh"), Netns::new("pmk"), Netns::new("pms"));
+    let link = Link::new(Some(&sharer), "10.232.2.1/30", Some(&host), "10.232.2.2/30");
+    let other_link = Link::new(Some(&sharer), "10.232.3.1/30", Some(&other), "10.232.3.2/30");
     host.ip(&["route", "add", "default", "via", link.a.ip()]);
     other.ip(&["route", "add", "default", "via", other_link.a.ip()]);
-    let s = session_on(link.a.ip().parse().expect("ip"), ShareConfig::default());
+    let s = session_in(&sharer, link.a.ip().parse().expect("ip"), ShareConfig::default());
     let mut staying = Browser::launch_in(&other.name, &[]);
     let mut vanishing = Browser::launch_in(&host.name, &[]);
     let page = staying.open(s.share().link());
@@ -340,10 +347,10 @@ fn viewer_controls_scale_zoom_stats_and_help() {
 /// real remote viewer.
 #[test]
 fn a_remote_viewer_hiding_its_addresses_behind_mdns_plays() {
-    let viewer = Netns::new("pmv");
-    let link = Link::new(None, "10.232.1.1/30", Some(&viewer), "10.232.1.2/30");
+    let (sharer, viewer) = (Netns::new("pmh"), Netns::new("pmv"));
+    let link = Link::new(Some(&sharer), "10.232.1.1/30", Some(&viewer), "10.232.1.2/30");
     viewer.ip(&["route", "add", "default", "via", link.a.ip()]);
-    let s = session_on(link.a.ip().parse().expect("ip"), ShareConfig::default());
+    let s = session_in(&sharer, link.a.ip().parse().expect("ip"), ShareConfig::default());
     let mut b = Browser::launch_in(&viewer.name, &[]);
     let page = b.open(s.share().link());
     b.wait_for(&page, LIVE, Duration::from_secs(20));

@@ -90,8 +90,25 @@ impl Encoder for FailingEncoder {
     fn request_keyframe(&mut self) {
         self.inner.request_keyframe();
     }
+    fn set_content(&mut self, class: peep_encode::ContentClass) -> peep_encode::Result<()> {
+        self.inner.set_content(class)
+    }
+    fn refine(
+        &mut self,
+        frame: &I420Frame,
+        pts: Duration,
+        out: &mut EncodedFrame,
+    ) -> peep_encode::Result<EncodeOutcome> {
+        self.inner.refine(frame, pts, out)
+    }
     fn name(&self) -> &'static str {
         self.inner.name()
+    }
+    fn codec(&self) -> peep_encode::Codec {
+        self.inner.codec()
+    }
+    fn rate_gain(&self) -> f64 {
+        self.inner.rate_gain()
     }
 }
 

@@ -7,7 +7,7 @@ use peep::gui::model::{Command, Event, Model, Phase, Status};
 use peep::gui::view::{Thumbnails, draw};
 use peep::settings::Settings;
 use peep_capture::{SourceInfo, SourceKind};
-use peep_transport::{ViewerSnapshot, ViewerState};
+use peep_transport::{VideoCodec, ViewerSnapshot, ViewerState};
 
 type State = (Model, Vec<Command>);
 
@@ -40,10 +40,11 @@ fn harness() -> Harness<'static, State> {
     )
 }
 
-fn viewer(id: &str) -> ViewerSnapshot {
+fn viewer(id: &str, codec: VideoCodec) -> ViewerSnapshot {
     ViewerSnapshot {
         id: id.into(),
         remote: "192.0.2.9:50000".parse().expect("addr"),
+        codec,
         state: ViewerState::Connected,
         connected_for: std::time::Duration::from_secs(12),
         rtt: Some(std::time::Duration::from_millis(3)),
@@ -58,6 +59,11 @@ fn viewer(id: &str) -> ViewerSnapshot {
         retransmissions: 7,
         nacks: 3,
         plis: 1,
+        probes: 0,
+        padding_bytes: 0,
+        app_limited: false,
+        acked_bps: 0,
+        playout_min_ms: 0,
     }
 }
 
@@ -93,7 +99,7 @@ fn viewers_are_listed_and_can_be_kicked() {
     h.run();
     h.state_mut().0.apply(Event::Started { link: "http://x/s/t".into(), port: 8080 });
     h.state_mut().0.apply(Event::Status(Status {
-        viewers: vec![viewer("v1")],
+        viewers: vec![viewer("v1", VideoCodec::Vp9)],
         fps: 30.0,
         kbps: 2000.0,
         ..Status::default()
@@ -101,6 +107,7 @@ fn viewers_are_listed_and_can_be_kicked() {
     h.run();
     h.get_by_label("Viewers (1)");
     h.get_by_label("192.0.2.9");
+    h.get_by_label("VP9"); // the viewer's codec
     h.get_by_label("3.0 ms");
     // The send side's figures: queue, retransmissions, NACK/PLI.
     h.get_by_label("40 ms");

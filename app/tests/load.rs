@@ -69,7 +69,7 @@ fn metrics_and_stats_follow_a_viewer_on_their_own_listener() {
     assert!(value("peep_encode_seconds_count{codec=\"h264\"}") > 0.0);
     assert!(value("peep_keyframes_forced_total") >= 1.0, "the joining viewer's keyframe");
     assert!(value("peep_keyframes_encoded_total{codec=\"h264\"}") >= 1.0);
-    assert!(value("peep_bitrate_target_bps") > 0.0);
+    assert!(value("peep_bitrate_target_bps{codec=\"h264\"}") > 0.0);
     assert_eq!(value("peep_viewer_loss_ratio_count"), 1.0);
     assert_eq!(value("peep_viewer_rtt_seconds_count"), 1.0, "RTT from receiver reports");
     let rtt = value("peep_viewer_rtt_seconds{quantile=\"1\"}");

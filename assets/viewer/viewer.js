@@ -38,6 +38,10 @@
     invalid: 'This link is invalid or the share has ended.',
     full: 'This share is full. Waiting for a free place…',
     error: 'Cannot connect.',
+    // The sentence for `noCodec` comes from the server (it names the codecs
+    // this browser offered); this is the fallback.
+    noCodec: 'This browser offers no video codec Peep can send (H.264, VP9 or VP8). Open the link in Firefox, Chrome, Edge or Safari.',
+    unsupported: 'This browser cannot play WebRTC video (it has no RTCPeerConnection). Open the link in Firefox, Chrome, Edge or Safari.',
   };
 
   let state = '';
@@ -177,6 +181,10 @@
         const wait = Number(resp.headers.get('Retry-After')) || 5;
         setState('throttled', `${MESSAGES.throttled} Try again in ${wait} s.`);
         retryTimer = setTimeout(() => askPassword(true), wait * 1000);
+      } else if (resp.status === 422) {
+        // No codec in common: retrying cannot help. The server's sentence
+        // says what this browser offered and what would fix it.
+        finish('noCodec', body || MESSAGES.noCodec);
       } else if (resp.status === 503) {
         setState(body.includes('full') ? 'full' : 'reconnecting', body.includes('full') ? MESSAGES.full : undefined);
         retryTimer = setTimeout(connect, 3000);
@@ -226,6 +234,9 @@
       if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
     });
     if (!inbound) return;
+    const codecStats = inbound.codecId ? report.get(inbound.codecId) : null;
+    // "video/VP9" → "VP9"; H264 → "H.264" as the sharer's app says it.
+    const codec = codecStats && codecStats.mimeType ? codecStats.mimeType.replace(/^video\//i, '').replace(/^H264$/i, 'H.264') : null;
     const now = inbound.timestamp;
     const p = previous;
     previous = inbound;
@@ -237,6 +248,7 @@
     const received = d('packetsReceived');
     const lost = Math.max(0, d('packetsLost'));
     latest = {
+      codec,
       width: inbound.frameWidth ?? 0,
       height: inbound.frameHeight ?? 0,
       fps: frames / dt,
@@ -272,6 +284,7 @@
     const s = latest;
     const f = (v, digits = 0) => (v === null || v === undefined ? '–' : v.toFixed(digits));
     statsBox.textContent = [
+      `codec       ${s.codec || '–'}`,
       `resolution  ${s.width || '–'}×${s.height || '–'}`,
       `fps         ${f(s.fps, 1)}`,
       `bitrate     ${f(s.kbps)} kbps`,
@@ -440,5 +453,11 @@
     scale: () => ({ mode, zoom, ...current }),
   };
 
-  connect();
+  if (typeof window.RTCPeerConnection !== 'function') {
+    // A browser without WebRTC (e.g. a WebKit build without it): say so
+    // instead of "Connecting…" for ever.
+    finish('unsupported');
+  } else {
+    connect();
+  }
 })();

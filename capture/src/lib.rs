@@ -28,12 +28,13 @@ pub mod marks;
 #[cfg(any(target_os = "linux", target_os = "macos"))]
 pub mod platform;
 pub mod ring;
+pub mod schedule;
 pub mod source;
 pub mod synthetic;
 #[cfg(target_os = "linux")]
 pub mod testing;
 
 pub use error::{CaptureError, Result};
-pub use frame::{FrameMeta, PixelFormat};
+pub use frame::{DamageRect, FrameMeta, PixelFormat};
 pub use ring::{FrameRef, RingConsumer, RingProducer, SlotMemory, Take, WriteSlot, frame_ring};
 pub use source::{SourceId, SourceInfo, SourceKind, Thumbnail};

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use crate::frame::FrameMeta;
+use crate::frame::{DamageRect, FrameMeta};
 
 /// Number of slots.
 pub const SLOTS: usize = 3;
@@ -62,7 +62,12 @@ impl RingWord {
     }
 
     fn find(self, s: SlotState) -> Option<usize> {
-        (0..SLOTS).find(|&i| self.get(i) == s)
+        self.find_from(s, 0)
+    }
+
+    /// The first slot in state `s` at or after `from`, wrapping around.
+    fn find_from(self, s: SlotState, from: usize) -> Option<usize> {
+        (0..SLOTS).map(|k| (from + k) % SLOTS).find(|&i| self.get(i) == s)
     }
 
     /// How many slots are in state `s`.
@@ -74,8 +79,11 @@ impl RingWord {
 /// A transition of the ring's state machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    /// Producer: FREE → WRITING.
-    Begin,
+    /// Producer: FREE → WRITING, the first FREE slot at or after the given
+    /// index (the producer rotates it, so every slot is written — and its
+    /// memory allocated — within the first frames, not whenever timing
+    /// first lets a third slot be free).
+    Begin(usize),
     /// Producer: WRITING(i) → READY, an older READY → FREE.
     Publish(usize),
     /// Producer: WRITING(i) → FREE (frame abandoned).
@@ -90,7 +98,7 @@ pub enum Op {
 /// whether an untaken frame was overwritten, or `None` if `op` is not possible.
 pub fn transition(word: RingWord, op: Op) -> Option<(RingWord, usize, bool)> {
     match op {
-        Op::Begin => word.find(SlotState::Free).map(|i| (word.set(i, SlotState::Writing), i, false)),
+        Op::Begin(from) => word.find_from(SlotState::Free, from).map(|i| (word.set(i, SlotState::Writing), i, false)),
         Op::Publish(i) => {
             (word.get(i) == SlotState::Writing).then_some(())?;
             let (w, dropped) = match word.find(SlotState::Ready) {
@@ -180,6 +188,9 @@ unsafe impl Sync for HeapOwner {}
 struct Slot {
     memory: UnsafeCell<Option<SlotMemory>>,
     meta: UnsafeCell<Option<FrameMeta>>,
+    /// What may differ from the frame the consumer took before (`None`:
+    /// unknown, the whole frame).
+    damage: UnsafeCell<Option<DamageRect>>,
 }
 
 /// Counters kept by the ring.
@@ -243,12 +254,16 @@ pub fn frame_ring() -> (RingProducer, RingConsumer) {
         frame_requested: AtomicBool::new(false),
         stats: RingStats::default(),
     });
-    (RingProducer { shared: shared.clone() }, RingConsumer { shared })
+    (RingProducer { shared: shared.clone(), next_slot: 0, last_damage: None }, RingConsumer { shared })
 }
 
 /// The producer end, owned by a capture backend.
 pub struct RingProducer {
     shared: Arc<Shared>,
+    /// Where [`RingProducer::begin`] starts looking for a FREE slot.
+    next_slot: usize,
+    /// Damage stored with the last published frame.
+    last_damage: Option<DamageRect>,
 }
 
 impl std::fmt::Debug for RingProducer {
@@ -260,9 +275,10 @@ impl std::fmt::Debug for RingProducer {
 impl RingProducer {
     /// Starts a frame in a free slot. Never blocks.
     pub fn begin(&mut self) -> WriteSlot<'_> {
-        let (index, _) = self.shared.apply(Op::Begin).expect(
+        let (index, _) = self.shared.apply(Op::Begin(self.next_slot)).expect(
             "a free slot exists: at most one READY and one IN_USE of three, and &mut self excludes a second WRITING",
         );
+        self.next_slot = (index + 1) % SLOTS;
         WriteSlot { producer: self, index, published: false }
     }
 
@@ -335,52 +351,45 @@ impl WriteSlot<'_> {
     }
 
     /// Makes sure the slot holds `len` bytes of heap memory and returns them.
-    /// When it has to allocate, the other FREE slots get memory of the same
-    /// size too: the ring then allocates once per frame size, not whenever
-    /// the third slot first happens to be needed (possibly long after
-    /// warm-up, on the hot path).
     pub fn heap_bytes(&mut self, len: usize) -> &mut [u8] {
-        let allocating =
-            // SAFETY: the slot is WRITING, which only this producer can be.
-            unsafe { (*self.slot().memory.get()).as_ref() }.is_none_or(|m| m.len() != len);
-        if allocating {
-            let shared = &self.producer.shared;
-            let word = RingWord(shared.word.load(Ordering::Acquire));
-            for (i, slot) in shared.slots.iter().enumerate() {
-                if i == self.index || word.get(i) != SlotState::Free {
-                    continue;
-                }
-                // SAFETY: only the producer moves a slot out of FREE (to
-                // WRITING), and this producer is busy here: nobody else
-                // touches a FREE slot's memory. The Acquire load above
-                // orders this after the consumer's release of it.
-                let memory = unsafe { &mut *slot.memory.get() };
-                if memory.as_ref().is_none_or(|m| m.len() != len) {
-                    *memory = None;
-                    *memory = Some(SlotMemory::heap(len));
-                    shared.stats.allocations.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
         match self.ensure(len, |len| Ok::<_, std::convert::Infallible>(SlotMemory::heap(len))) {
             Ok(memory) => memory.as_mut_slice(),
         }
     }
 
     /// Publishes the frame as the newest; an untaken older frame is dropped.
-    /// Returns whether one was.
+    /// Returns whether one was. The consumer sees no damage information
+    /// ([`FrameRef::damage`] is `None`: the whole frame may have changed).
     ///
     /// # Panics
     /// If the slot holds fewer than `meta.len_bytes()` bytes: a backend bug.
-    pub fn publish(mut self, meta: FrameMeta) -> bool {
+    pub fn publish(self, meta: FrameMeta) -> bool {
+        self.publish_with_damage(meta, None)
+    }
+
+    /// Publishes the frame with what changed since the previous published
+    /// frame (`None`: unknown). If that frame is still untaken (and about to
+    /// be dropped), its damage is added, so [`FrameRef::damage`] always
+    /// covers everything since the frame the consumer took before.
+    ///
+    /// # Panics
+    /// As [`WriteSlot::publish`].
+    pub fn publish_with_damage(mut self, meta: FrameMeta, damage: Option<DamageRect>) -> bool {
         let shared = &self.producer.shared;
         let slot = &shared.slots[self.index];
+        // A READY frame now will either be dropped by this publish or taken
+        // meanwhile; either way merging is safe (at worst too much damage).
+        // None can become READY in between: only the producer publishes.
+        let untaken = RingWord(shared.word.load(Ordering::Acquire)).find(SlotState::Ready).is_some();
+        let damage = if untaken { DamageRect::union_opt(damage, self.producer.last_damage) } else { damage };
         // SAFETY: still WRITING, only the producer touches the slot.
         unsafe {
             let len = (*slot.memory.get()).as_ref().map_or(0, SlotMemory::len);
             assert!(len >= meta.len_bytes(), "published {} bytes of frame in a {len}-byte slot", meta.len_bytes());
             *slot.meta.get() = Some(meta);
+            *slot.damage.get() = damage;
         }
+        self.producer.last_damage = damage;
         let (_, dropped) = shared.apply(Op::Publish(self.index)).expect("slot is WRITING");
         self.published = true;
         shared.stats.published.fetch_add(1, Ordering::Relaxed);
@@ -430,10 +439,11 @@ impl RingConsumer {
         let slot = &self.shared.slots[index];
         // SAFETY: the slot is IN_USE, only this consumer (borrowed mutably) reads it,
         // and the Acquire in `apply` orders the producer's writes before us.
-        let (memory, meta) =
-            unsafe { ((*slot.memory.get()).as_ref(), (*slot.meta.get()).expect("READY slots have metadata")) };
+        let (memory, meta, damage) = unsafe {
+            ((*slot.memory.get()).as_ref(), (*slot.meta.get()).expect("READY slots have metadata"), *slot.damage.get())
+        };
         let data = &memory.expect("READY slots have memory").as_slice()[..meta.len_bytes()];
-        Some(FrameRef { shared: &self.shared, index, meta, data })
+        Some(FrameRef { shared: &self.shared, index, meta, damage, data })
     }
 
     /// Waits up to `timeout` for a frame.
@@ -498,6 +508,7 @@ pub struct FrameRef<'a> {
     shared: &'a Shared,
     index: usize,
     meta: FrameMeta,
+    damage: Option<DamageRect>,
     data: &'a [u8],
 }
 
@@ -516,6 +527,13 @@ impl FrameRef<'_> {
     /// The pixels: `meta().height` rows of `meta().stride_bytes` bytes.
     pub fn data(&self) -> &[u8] {
         self.data
+    }
+
+    /// What may differ from the frame the consumer took before this one
+    /// (frames the ring dropped in between included); `None` when unknown
+    /// (the whole frame may differ). Meaningless across a size change.
+    pub fn damage(&self) -> Option<DamageRect> {
+        self.damage
     }
 
     /// The slot this frame lives in.
@@ -567,8 +585,10 @@ mod tests {
             let mut next = Vec::new();
             match writing {
                 None => {
-                    let (w, i, _) = transition(word, Op::Begin).expect("producer can always begin");
-                    next.push((w, Some(i), reading));
+                    for from in 0..SLOTS {
+                        let (w, i, _) = transition(word, Op::Begin(from)).expect("producer can always begin");
+                        next.push((w, Some(i), reading));
+                    }
                 }
                 Some(i) => {
                     let (w, _, _) = transition(word, Op::Publish(i)).expect("publish");
@@ -654,6 +674,55 @@ mod tests {
         }
         let after = c.stats().allocations.load(Ordering::Relaxed);
         assert!(after - allocs <= SLOTS as u64, "resize reallocated {} times", after - allocs);
+    }
+
+    #[test]
+    fn every_slot_is_written_within_the_first_three_frames() {
+        // A consumer that always takes at once would otherwise leave the
+        // third slot unused (and unallocated) until timing first frees it,
+        // possibly long after warm-up: an allocation in steady state.
+        let (mut p, mut c) = frame_ring();
+        let mut used = HashSet::new();
+        for seq in 0..3 {
+            let mut s = p.begin();
+            used.insert(s.index());
+            s.heap_bytes(4);
+            s.publish(meta(1, 1, seq));
+            drop(c.try_take().expect("frame"));
+        }
+        assert_eq!(used.len(), SLOTS);
+        assert_eq!(c.stats().allocations.load(Ordering::Relaxed), SLOTS as u64);
+    }
+
+    #[test]
+    fn damage_of_a_dropped_frame_is_added_to_the_next() {
+        let (mut p, mut c) = frame_ring();
+        let rect = |y, height| Some(DamageRect { x: 0, y, width: 4, height });
+        let publish = |p: &mut RingProducer, seq, damage| {
+            let mut s = p.begin();
+            s.heap_bytes(64);
+            s.publish_with_damage(meta(4, 4, seq), damage);
+        };
+        publish(&mut p, 0, rect(0, 1));
+        assert_eq!(c.try_take().expect("frame").damage(), rect(0, 1));
+        // Taken in time: each frame carries its own damage.
+        publish(&mut p, 1, rect(3, 1));
+        assert_eq!(c.try_take().expect("frame").damage(), rect(3, 1));
+        // Frame 2 is overwritten by frame 3: frame 3 reports both.
+        publish(&mut p, 2, rect(1, 1));
+        publish(&mut p, 3, rect(3, 1));
+        let f = c.try_take().expect("frame");
+        assert_eq!((f.meta().seq, f.damage()), (3, rect(1, 3)));
+        drop(f);
+        // Unknown damage anywhere in the chain makes the result unknown.
+        publish(&mut p, 4, None);
+        publish(&mut p, 5, rect(0, 1));
+        assert_eq!(c.try_take().expect("frame").damage(), None);
+        // A plain publish carries no damage information.
+        let mut s = p.begin();
+        s.heap_bytes(64);
+        s.publish(meta(4, 4, 6));
+        assert_eq!(c.try_take().expect("frame").damage(), None);
     }
 
     #[test]

@@ -86,6 +86,36 @@ impl SyntheticScene {
         index == 0 || self.scene != Scene::Static
     }
 
+    /// Where frame `index` (with its mark) may differ from frame
+    /// `index - 1`: the typed character's cell and the mark when typing,
+    /// nothing for the static scene, `None` (everything) for scrolling and
+    /// moving content and for frame 0.
+    pub fn damage(&self, index: u64) -> Option<crate::frame::DamageRect> {
+        use crate::frame::DamageRect;
+        let (w, h) = (self.width as u32, self.height as u32);
+        match self.scene {
+            _ if index == 0 => None,
+            Scene::Static => Some(DamageRect::EMPTY),
+            Scene::Scrolling | Scene::Moving => None,
+            Scene::Typing => {
+                let (mark_w, mark_h) = marks::mark_area(self.width);
+                let mark = DamageRect::clipped(0, 0, mark_w as i64, mark_h as i64, w, h);
+                // The character typed in this frame (see `render_content`).
+                let typed = 600 + index as usize - 1;
+                let (line, col) = (typed / 128, typed % 128);
+                let cell = DamageRect::clipped(
+                    (col * CELL_W) as i64,
+                    (line * CELL_H) as i64,
+                    CELL_W as i64,
+                    CELL_H as i64,
+                    w,
+                    h,
+                );
+                Some(mark.union(cell))
+            }
+        }
+    }
+
     /// Renders frame `index` into `dst` (BGRA, `stride_bytes` per row), with
     /// `mark` drawn in the top-left corner. [`Scene::Static`] ignores `mark`
     /// after frame 0 and draws the mark of frame 0 (`counter` 0, time 0).
@@ -253,6 +283,40 @@ mod tests {
         assert_eq!(render(Scene::Static, 1), render(Scene::Static, 2));
         for scene in [Scene::Typing, Scene::Scrolling, Scene::Moving] {
             assert_ne!(render(scene, 1), render(scene, 2), "{scene:?}");
+        }
+    }
+
+    #[test]
+    fn damage_covers_every_changed_pixel() {
+        let (w, h) = (640usize, 360usize);
+        for scene in Scene::ALL {
+            let s = SyntheticScene::new(w, h, scene);
+            let render = |i: u64| {
+                let mut buf = vec![0u8; w * 4 * h];
+                s.render(i, &mut buf, w * 4, FrameMark { counter: i as u32, timestamp_ms: 1000 + i as u32 });
+                buf
+            };
+            for i in [1u64, 2, 57, 300] {
+                let (before, after) = (render(i - 1), render(i));
+                let Some(d) = s.damage(i) else { continue };
+                let mut changed = 0;
+                for y in 0..h {
+                    for x in 0..w {
+                        let k = (y * w + x) * 4;
+                        if before[k..k + 3] != after[k..k + 3] {
+                            changed += 1;
+                            let inside = (d.x as usize..(d.x + d.width) as usize).contains(&x)
+                                && (d.y as usize..(d.y + d.height) as usize).contains(&y);
+                            assert!(inside, "{scene:?} frame {i}: pixel ({x}, {y}) changed outside {d:?}");
+                        }
+                    }
+                }
+                if scene == Scene::Typing {
+                    assert!(changed > 0, "typing changes something");
+                    // The mark and the typed cell: a bounding box well short of the frame.
+                    assert!(d.width * d.height < (w * h) as u32 / 3, "typing damage is small: {d:?}");
+                }
+            }
         }
     }
 

@@ -155,6 +155,20 @@ impl DemoWindow {
     /// Shows a BGRA image (`stride_bytes` per row) at the window's top-left,
     /// through a shared-memory segment reused while the size stays the same.
     pub fn show(&mut self, bgra: &[u8], width: u32, height: u32, stride_bytes: usize) -> Result<()> {
+        self.show_region(bgra, width, height, stride_bytes, crate::frame::DamageRect { x: 0, y: 0, width, height })
+    }
+
+    /// Like [`DemoWindow::show`], but sends only `region` of the image to
+    /// the server (as an application repainting only what changed does), so
+    /// the X server's damage covers only that region.
+    pub fn show_region(
+        &mut self,
+        bgra: &[u8],
+        width: u32,
+        height: u32,
+        stride_bytes: usize,
+        region: crate::frame::DamageRect,
+    ) -> Result<()> {
         let len = width as usize * height as usize * 4;
         if self.shm.as_ref().is_none_or(|(_, w, h)| (*w, *h) != (width, height)) {
             self.shm = None;
@@ -167,17 +181,28 @@ impl DemoWindow {
                 .copy_from_slice(&bgra[y * stride_bytes..y * stride_bytes + width as usize * 4]);
         }
         let seg = memory.key() as u32;
+        let region = crate::frame::DamageRect::clipped(
+            region.x.into(),
+            region.y.into(),
+            region.width.into(),
+            region.height.into(),
+            width,
+            height,
+        );
+        if region.is_empty() {
+            return Ok(());
+        }
         self.conn.shm_put_image(
             self.window,
             self.gc,
             width as u16,
             height as u16,
-            0,
-            0,
-            width as u16,
-            height as u16,
-            0,
-            0,
+            region.x as u16,
+            region.y as u16,
+            region.width as u16,
+            region.height as u16,
+            region.x as i16,
+            region.y as i16,
             24,
             xproto::ImageFormat::Z_PIXMAP.into(),
             false,
@@ -210,5 +235,83 @@ impl DemoWindow {
         self.conn.destroy_window(self.window)?;
         self.conn.sync()?;
         Ok(())
+    }
+}
+
+/// A separate X client that draws a [`crate::synthetic::SyntheticScene`]
+/// into a window at (0, 0) at a fixed rate, on its own thread and
+/// connection, stamping each picture's mark with the wall-clock time just
+/// before it is sent: what a capture sees as "the screen changed". The
+/// latency benchmarks read these marks back. Stops on drop.
+#[derive(Debug)]
+pub struct Painter {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Result<u64>>>,
+}
+
+impl Painter {
+    /// Connects to `display` and starts drawing `scene` at `fps` into a
+    /// `width`×`height` window.
+    pub fn start(display: &str, width: u32, height: u32, scene: crate::synthetic::Scene, fps: f32) -> Result<Self> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::{Duration, Instant};
+        let session = crate::backend::x11::X11Session::connect_to(Some(display))?;
+        let mut window = DemoWindow::open(session.connection().clone(), 0, 0, width as u16, height as u16, "painter")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("peep-painter".into())
+                .spawn(move || {
+                    let content = crate::synthetic::SyntheticScene::new(width as usize, height as usize, scene);
+                    let stride = width as usize * 4;
+                    let mut frame = vec![0u8; stride * height as usize];
+                    let period = Duration::from_secs_f32(1.0 / fps.clamp(0.1, 240.0));
+                    let mut next = Instant::now();
+                    let mut drawn = 0u64;
+                    for index in 0u64.. {
+                        if stop.load(Ordering::Acquire) {
+                            break;
+                        }
+                        if index == 0 || content.changed(index) {
+                            content.render_content(index, &mut frame, stride);
+                            content.render_mark(&mut frame, stride, crate::marks::FrameMark::now(index as u32));
+                            // Repaint only what changed, as applications do.
+                            let all = crate::frame::DamageRect { x: 0, y: 0, width, height };
+                            window.show_region(&frame, width, height, stride, content.damage(index).unwrap_or(all))?;
+                            drawn += 1;
+                        }
+                        next += period;
+                        let now = Instant::now();
+                        if next > now {
+                            std::thread::sleep(next - now);
+                        } else {
+                            next = now;
+                        }
+                    }
+                    Ok(drawn)
+                })
+                .map_err(|e| crate::CaptureError::X11(format!("spawning the painter thread: {e}")))?
+        };
+        Ok(Self { stop, thread: Some(thread) })
+    }
+
+    /// Stops drawing; returns how many pictures were drawn.
+    pub fn stop(mut self) -> Result<u64> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        match self.thread.take() {
+            Some(t) => t.join().unwrap_or_else(|_| Err(crate::CaptureError::X11("painter thread panicked".into()))),
+            None => Ok(0),
+        }
+    }
+}
+
+impl Drop for Painter {
+    fn drop(&mut self) {
+        let _ = self.stop_inner();
     }
 }

@@ -269,3 +269,53 @@ fn monitor_capture_reads_its_region() {
     let f = capture_frame(&mut cap, &mut p, &mut c, true);
     assert_eq!((f.meta().width, f.meta().height), (monitor.width, monitor.height));
 }
+
+/// DAMAGE wakes `wait_for_change` as soon as another client draws, and a
+/// quiet screen lets it run to its deadline; capturing clears the signal.
+#[test]
+fn damage_wakes_wait_for_change() {
+    let (_x, session) = xvfb(320, 240);
+    let painter_session = X11Session::connect_to(Some(_x.display())).expect("painter connection");
+    let win = DemoWindow::open(painter_session.connection().clone(), 0, 0, 320, 240, "damage").expect("window");
+    let mut cap = session.capture(&SourceId::Screen).expect("capture");
+    cap.set_cursor(false);
+    let (mut p, mut c) = frame_ring();
+    drop(capture_frame(&mut cap, &mut p, &mut c, true));
+
+    // Nothing drawn: the wait runs to its deadline and reports no change.
+    let started = Instant::now();
+    assert!(!cap.wait_for_change(started + Duration::from_millis(200)).expect("wait"));
+    assert!(started.elapsed() >= Duration::from_millis(195), "returned early: {:?}", started.elapsed());
+
+    // Another client draws 100 ms into a 20 s wait: woken by the damage.
+    let drawer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        win.fill(10, 10, 50, 50, 0xff0000).expect("fill");
+        win
+    });
+    let started = Instant::now();
+    assert!(cap.wait_for_change(started + Duration::from_secs(20)).expect("wait"), "no change signalled");
+    let woke = started.elapsed();
+    let win = drawer.join().expect("drawer");
+    // A loose bound (the machine may be busy): far from the 20 s deadline.
+    assert!(woke < Duration::from_secs(10), "woke after {woke:?}");
+    match cap.capture(&mut p, 1, false).expect("capture") {
+        Tick::Published { changed: true } => {}
+        other => panic!("the damaged screen must publish a changed frame, got {other:?}"),
+    }
+    let f = c.try_take().expect("frame");
+    assert_eq!(&f.data()[(20 * 320 + 20) * 4..][..3], &[0, 0, 255], "the red square is in the frame");
+    // DAMAGE's bounding box says where: the square, not the whole screen.
+    let d = f.damage().expect("a known damage rectangle");
+    assert!(d.x <= 10 && d.y <= 10 && d.x + d.width >= 60 && d.y + d.height >= 60, "{d:?} misses the square");
+    assert!(d.width <= 100 && d.height <= 100, "{d:?} is much larger than the square");
+    drop(f);
+    // A forced frame of the unchanged screen: nothing damaged.
+    drop(capture_frame(&mut cap, &mut p, &mut c, true));
+    assert!(matches!(cap.capture(&mut p, 2, true).expect("capture"), Tick::Published { changed: false }));
+    assert_eq!(c.try_take().expect("frame").damage(), Some(peep_capture::DamageRect::EMPTY));
+
+    // The capture consumed the damage: quiet again.
+    assert!(!cap.wait_for_change(Instant::now() + Duration::from_millis(100)).expect("wait"));
+    drop(win);
+}

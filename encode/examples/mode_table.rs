@@ -1,20 +1,24 @@
-//! Measures OpenH264 settings on synthetic screen content: speed, achieved
-//! bitrate and quality of text at equal target bitrate.
+//! Measures encoder settings on synthetic screen content: speed, achieved
+//! bitrate and quality of text at equal target bitrate. OpenH264's modes,
+//! and libvpx's VP8 and VP9 at real-time speeds, on the same frames.
 //!
 //! ```text
 //! cargo run --release -p peep-encode --example mode_table -- \
 //!     [--frames 90] [--size 1920x1080] [--bitrates 2500,6000] \
-//!     [--scenes typing,scrolling,moving] [--only NAME_SUBSTRING]
+//!     [--scenes typing,scrolling,moving] [--codecs h264,vp8,vp9] [--only NAME_SUBSTRING]
 //! ```
 //!
 //! For every candidate configuration, target bitrate and scene it encodes the
-//! same pre-converted frames at 30 fps, decodes them with OpenH264's decoder
-//! and prints one markdown row: encode CPU time per frame (mean, the calling
+//! same pre-converted frames at 30 fps, decodes them with the matching
+//! decoder (OpenH264's, libvpx's) and prints one markdown row: encode CPU time per frame (mean, the calling
 //! thread's CPU clock, robust on a busy machine), wall time (p50/p95), achieved
 //! bitrate, PSNR-Y over "text" blocks (16x16 blocks with any luma variation
 //! in the source, i.e. everything but flat background), the worst frame's
 //! text PSNR, whole-frame PSNR-Y, and frames skipped. A skipped frame is
 //! scored against the last decoded picture, which is what a viewer sees.
+//! "paint-over" is the text PSNR of the picture once the content stops
+//! and the one refinement frame (`Encoder::refine`, what the pipeline sends
+//! 300 ms after the last change) has been decoded, with its size in KB.
 
 use openh264::decoder::Decoder;
 use openh264::formats::YUVSource;
@@ -22,8 +26,8 @@ use peep_capture::marks::FrameMark;
 use peep_capture::synthetic::{Scene, SyntheticScene};
 use peep_encode::quality::psnr_from_mse;
 use peep_encode::{
-    Complexity, EncodeOutcome, EncodedFrame, Encoder, I420Frame, OpenH264Config, OpenH264Encoder, RateControl, Usage,
-    bgra_to_i420,
+    Codec, Complexity, EncodeOutcome, EncodedFrame, Encoder, I420Frame, OpenH264Config, OpenH264Encoder, RateControl,
+    Usage, VpxCodec, VpxConfig, VpxDecoder, VpxEncoder, bgra_to_i420,
 };
 use std::time::{Duration, Instant};
 
@@ -35,6 +39,7 @@ struct Args {
     height: u32,
     bitrates_kbps: Vec<u32>,
     scenes: Vec<Scene>,
+    codecs: Vec<Codec>,
     only: Option<String>,
 }
 
@@ -45,6 +50,7 @@ fn parse_args() -> Args {
         height: 1080,
         bitrates_kbps: vec![2500, 6000],
         scenes: vec![Scene::Typing, Scene::Scrolling, Scene::Moving],
+        codecs: Codec::ALL.to_vec(),
         only: None,
     };
     let mut it = std::env::args().skip(1);
@@ -63,6 +69,17 @@ fn parse_args() -> Args {
             "--scenes" => {
                 args.scenes = value.split(',').map(|v| Scene::from_name(v).expect("scene name")).collect();
             }
+            "--codecs" => {
+                args.codecs = value
+                    .split(',')
+                    .map(|v| match v {
+                        "h264" => Codec::H264,
+                        "vp8" => Codec::Vp8,
+                        "vp9" => Codec::Vp9,
+                        other => panic!("unknown codec {other} (h264, vp8, vp9)"),
+                    })
+                    .collect();
+            }
             "--only" => args.only = Some(value),
             other => panic!("unknown flag {other}"),
         }
@@ -70,8 +87,65 @@ fn parse_args() -> Args {
     args
 }
 
-/// The candidates: one change at a time from a common base where possible.
-fn candidates() -> Vec<(String, OpenH264Config)> {
+/// One encoder configuration to measure.
+#[derive(Clone, Copy)]
+enum Candidate {
+    OpenH264(OpenH264Config),
+    Vpx(VpxConfig),
+}
+
+impl Candidate {
+    fn codec(&self) -> Codec {
+        match self {
+            Candidate::OpenH264(_) => Codec::H264,
+            Candidate::Vpx(c) => c.codec.into(),
+        }
+    }
+
+    fn with_bitrate(self, bitrate_bps: u32) -> Self {
+        match self {
+            Candidate::OpenH264(c) => Candidate::OpenH264(OpenH264Config { bitrate_bps, ..c }),
+            Candidate::Vpx(c) => Candidate::Vpx(VpxConfig { bitrate_bps, ..c }),
+        }
+    }
+
+    fn encoder(&self) -> Box<dyn Encoder> {
+        match *self {
+            Candidate::OpenH264(c) => Box::new(OpenH264Encoder::new(c).expect("config")),
+            Candidate::Vpx(c) => Box::new(VpxEncoder::new(c).expect("config")),
+        }
+    }
+}
+
+/// The candidates: OpenH264's (below) and libvpx's at real-time speeds,
+/// each with the codec's screen-content tuning and without.
+fn candidates() -> Vec<(String, Candidate)> {
+    let mut all: Vec<(String, Candidate)> =
+        openh264_candidates().into_iter().map(|(n, c)| (n, Candidate::OpenH264(c))).collect();
+    all.push(("openh264 default".into(), Candidate::OpenH264(OpenH264Config::default())));
+    for (codec, speeds) in [(VpxCodec::Vp8, &[4u8, 6, 8, 10, 12, 14][..]), (VpxCodec::Vp9, &[6, 7, 8, 9][..])] {
+        let base = VpxConfig::for_codec(codec);
+        let tag = match codec {
+            VpxCodec::Vp8 => "vp8",
+            VpxCodec::Vp9 => "vp9",
+        };
+        for &speed in speeds {
+            all.push((format!("{tag} speed {speed} screen"), Candidate::Vpx(VpxConfig { speed, ..base })));
+        }
+        all.push((
+            format!("{tag} speed {} camera", base.speed),
+            Candidate::Vpx(VpxConfig { screen_content: false, ..base }),
+        ));
+        all.push((
+            format!("{tag} speed {} screen, no keyframe cap", base.speed),
+            Candidate::Vpx(VpxConfig { max_keyframe_pct: 0, ..base }),
+        ));
+    }
+    all
+}
+
+/// OpenH264's candidates: one change at a time from a common base where possible.
+fn openh264_candidates() -> Vec<(String, OpenH264Config)> {
     let base = OpenH264Config {
         usage: Usage::Screen,
         complexity: Complexity::Medium,
@@ -114,6 +188,9 @@ fn candidates() -> Vec<(String, OpenH264Config)> {
         }
         if let Some(bytes) = c.max_slice_bytes {
             n += &format!(" slice{bytes}");
+        }
+        if c.slices > 1 {
+            n += &format!(" slices{}", c.slices);
         }
         n
     };
@@ -167,7 +244,15 @@ fn candidates() -> Vec<(String, OpenH264Config)> {
             c.threads = 2;
         }),
     ];
-    configs.into_iter().map(|c| (name(&c), c)).collect()
+    let mut all: Vec<(String, OpenH264Config)> = configs.into_iter().map(|c| (name(&c), c)).collect();
+    // Peep's defaults, and with several slices (one thread each).
+    let default = OpenH264Config { slices: 1, ..OpenH264Config::default() };
+    all.push(("default".into(), default));
+    for slices in [2, 4] {
+        all.push((format!("default slices{slices}"), OpenH264Config { slices, ..default }));
+    }
+    all.push(("default camera".into(), OpenH264Config { usage: Usage::Camera, ..default }));
+    all
 }
 
 /// A pre-converted source frame and its text blocks.
@@ -248,11 +333,41 @@ struct Row {
     worst_text_psnr: f64,
     frame_psnr: f64,
     skipped: u64,
+    /// Text PSNR after the refinement frame, and its size in bytes.
+    paint_over: (f64, usize),
 }
 
-fn run(config: OpenH264Config, frames: &[Prepared]) -> Row {
-    let mut encoder = OpenH264Encoder::new(config).expect("config");
-    let mut decoder = Decoder::new().expect("decoder");
+/// The decoder matching a candidate's codec; returns the picture's luma
+/// stride and rows.
+enum AnyDecoder {
+    H264(Decoder),
+    Vpx(VpxDecoder),
+}
+
+impl AnyDecoder {
+    fn new(codec: Codec) -> Self {
+        match codec {
+            Codec::H264 => AnyDecoder::H264(Decoder::new().expect("decoder")),
+            Codec::Vp8 => AnyDecoder::Vpx(VpxDecoder::new(VpxCodec::Vp8).expect("decoder")),
+            Codec::Vp9 => AnyDecoder::Vpx(VpxDecoder::new(VpxCodec::Vp9).expect("decoder")),
+        }
+    }
+
+    fn decode(&mut self, data: &[u8]) -> Option<(usize, Vec<u8>)> {
+        match self {
+            AnyDecoder::H264(d) => d.decode(data).expect("decode").map(|pic| {
+                let stride = pic.strides().0;
+                let rows = pic.dimensions().1;
+                (stride, pic.y()[..stride * rows].to_vec())
+            }),
+            AnyDecoder::Vpx(d) => d.decode(data).expect("decode").map(|pic| (pic.y_stride, pic.y.to_vec())),
+        }
+    }
+}
+
+fn run(candidate: Candidate, frames: &[Prepared]) -> Row {
+    let mut encoder = candidate.encoder();
+    let mut decoder = AnyDecoder::new(candidate.codec());
     let mut out = EncodedFrame::with_capacity(1 << 20);
     let (mut times, mut bytes, mut skipped) = (Vec::new(), 0usize, 0u64);
     let (mut text_sse, mut text_n, mut frame_sse, mut frame_n) = (0u64, 0u64, 0u64, 0u64);
@@ -267,10 +382,8 @@ fn run(config: OpenH264Config, frames: &[Prepared]) -> Row {
         times.push(t0.elapsed().as_secs_f64() * 1000.0);
         if outcome == EncodeOutcome::Encoded {
             bytes += out.data.len();
-            if let Some(pic) = decoder.decode(&out.data).expect("decode") {
-                let stride = pic.strides().0;
-                let rows = pic.dimensions().1;
-                shown = Some((stride, pic.y()[..stride * rows].to_vec()));
+            if let Some(picture) = decoder.decode(&out.data) {
+                shown = Some(picture);
             }
         } else {
             skipped += 1;
@@ -292,6 +405,22 @@ fn run(config: OpenH264Config, frames: &[Prepared]) -> Row {
         text_sse += t_sse;
         text_n += t_n;
     }
+    // The content stops: one refinement frame of the last picture.
+    let last = frames.last().expect("frames");
+    let pts = Duration::from_nanos(frames.len() as u64 * 33_333_333 + 300_000_000);
+    let paint_over = match encoder.refine(&last.yuv, pts, &mut out).expect("refine") {
+        EncodeOutcome::Encoded => {
+            let (stride, y) = decoder.decode(&out.data).expect("a picture");
+            let t_sse: u64 = last
+                .text_blocks
+                .iter()
+                .map(|&(bx, by)| block_sse(last.yuv.y(), last.yuv.y_stride(), &y, stride, bx, by))
+                .sum();
+            let t_n = (last.text_blocks.len() * BLOCK * BLOCK).max(1) as f64;
+            (psnr_from_mse(t_sse as f64 / t_n), out.data.len())
+        }
+        EncodeOutcome::Skipped => (f64::NAN, 0),
+    };
     times.sort_by(f64::total_cmp);
     let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
     let seconds = frames.len() as f64 / 30.0;
@@ -304,6 +433,7 @@ fn run(config: OpenH264Config, frames: &[Prepared]) -> Row {
         worst_text_psnr: worst_text,
         frame_psnr: psnr_from_mse(frame_sse as f64 / frame_n.max(1) as f64),
         skipped,
+        paint_over,
     }
 }
 
@@ -311,6 +441,7 @@ fn main() {
     let args = parse_args();
     let candidates: Vec<_> = candidates()
         .into_iter()
+        .filter(|(_, c)| args.codecs.contains(&c.codec()))
         .filter(|(name, _)| args.only.as_ref().is_none_or(|o| name.contains(o.as_str())))
         .collect();
     println!(
@@ -318,19 +449,18 @@ fn main() {
         args.width, args.height, args.frames
     );
     println!(
-        "| config | scene | target kbps | CPU ms | ms p50 | ms p95 | kbps | PSNR text | worst frame text | PSNR frame | skipped |"
+        "| config | scene | target kbps | CPU ms | ms p50 | ms p95 | kbps | PSNR text | worst frame text | PSNR frame | skipped | paint-over text dB (KB) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     // Per (config, target): sums over scenes for the summary.
     let mut summary: Vec<(String, u32, Vec<Row>)> = Vec::new();
     for &scene in &args.scenes {
         let frames = prepare(scene, args.width, args.height, args.frames);
         for &kbps in &args.bitrates_kbps {
             for (name, config) in &candidates {
-                let config = OpenH264Config { bitrate_bps: kbps * 1000, ..*config };
-                let r = run(config, &frames);
+                let r = run(config.with_bitrate(kbps * 1000), &frames);
                 println!(
-                    "| {name} | {} | {kbps} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+                    "| {name} | {} | {kbps} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {:.2} ({:.0}) |",
                     scene.name(),
                     r.cpu_ms,
                     r.ms_p50,
@@ -339,7 +469,9 @@ fn main() {
                     r.text_psnr,
                     r.worst_text_psnr,
                     r.frame_psnr,
-                    r.skipped
+                    r.skipped,
+                    r.paint_over.0,
+                    r.paint_over.1 as f64 / 1000.0
                 );
                 match summary.iter_mut().find(|(n, k, _)| n == name && *k == kbps) {
                     Some((_, _, rows)) => rows.push(r),
@@ -349,21 +481,24 @@ fn main() {
         }
     }
     println!("\nMean over scenes:\n");
-    println!("| config | target kbps | CPU ms | ms p50 | ms p95 | kbps | PSNR text | worst frame text | skipped |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| config | target kbps | CPU ms | ms p50 | ms p95 | kbps | PSNR text | worst frame text | skipped | paint-over text dB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     summary.sort_by_key(|(_, kbps, _)| *kbps);
     for (name, kbps, rows) in &summary {
         let n = rows.len() as f64;
         let mean = |f: fn(&Row) -> f64| rows.iter().map(f).sum::<f64>() / n;
         println!(
-            "| {name} | {kbps} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} | {:.2} | {} |",
+            "| {name} | {kbps} | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} | {:.2} | {} | {:.2} |",
             mean(|r| r.cpu_ms),
             mean(|r| r.ms_p50),
             mean(|r| r.ms_p95),
             mean(|r| r.kbps),
             mean(|r| r.text_psnr),
             rows.iter().map(|r| r.worst_text_psnr).fold(f64::INFINITY, f64::min),
-            rows.iter().map(|r| r.skipped).sum::<u64>()
+            rows.iter().map(|r| r.skipped).sum::<u64>(),
+            mean(|r| r.paint_over.0)
         );
     }
 }

@@ -23,6 +23,25 @@
 //!   The QP may rise for keyframes up to 51; the picture sharpens again with
 //!   the following P frames (and the paint-over refinement when the screen
 //!   turns static).
+//! * [`RateAdjuster`]: OpenH264's rate control budgets each frame as
+//!   bitrate ÷ the configured frame rate. A screen share's frames come at
+//!   the capture's pace, not the configured one (a loaded machine, frames
+//!   the frame dropper skipped, content changing at 15 fps), so its output
+//!   falls short of the target in proportion — a share on a 2.5 Mbit/s link
+//!   sent 1.3 Mbit/s of busy content at 16 fps — leaving the link the
+//!   estimator measured unused, the picture softer than it allows, and the
+//!   sender looking application-limited (so the estimate stops growing).
+//!   Telling OpenH264 the measured frame rate would reset its rate control
+//!   at every change. The adjuster instead measures the encoder's
+//!   delta-frame output over one-second windows in which the rate control
+//!   spends its per-frame budget (frames of at least [`RATE_SPEND`] of it:
+//!   content that needs the bits; a static screen or text that scrolls
+//!   cheaply does not, and more target would change nothing), and scales the
+//!   target the rate control is given by a gain (1 to [`MAX_RATE_GAIN`]) so
+//!   the output lands near [`RATE_AIM`] of the real target. An overshoot
+//!   takes the gain back down at once; idle windows reset it. Keyframe
+//!   budgets and the frame dropper keep using the real target, so the link
+//!   is protected whatever the gain.
 
 use std::time::{Duration, Instant};
 
@@ -55,6 +74,27 @@ pub const MODEL_REFERENCE_QP: f64 = 30.0;
 pub const QP_PER_HALVING: f64 = 6.0;
 /// Weight of a new measurement in the size model (log domain).
 pub const MODEL_ALPHA: f64 = 0.5;
+
+/// The [`RateAdjuster`]'s gain never exceeds this.
+pub const MAX_RATE_GAIN: f64 = 2.0;
+/// The adjuster aims the encoder's output at this share of the target.
+pub const RATE_AIM: f64 = 0.9;
+/// Output under this share of the target raises the gain…
+pub const RATE_LOW: f64 = 0.8;
+/// …and over this share lowers it.
+pub const RATE_HIGH: f64 = 1.05;
+/// The adjuster's measuring window (of presentation time).
+pub const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// A window is measured when its delta frames average at least this share
+/// of the rate control's per-frame budget: the content takes the bits it is
+/// given, so the shortfall is the frame rate's, not the content's.
+/// (At 0.5, scrolling text coded at about half its budget flickered in and
+/// out of it with the capture's pace, and the gain with it.)
+pub const RATE_SPEND: f64 = 0.7;
+/// The gain rises by at most this factor per window (it falls at once).
+pub const RATE_MAX_STEP: f64 = 1.25;
+/// This many unmeasured windows in a row reset the gain (the content changed).
+pub const RATE_IDLE_RESET: u32 = 3;
 
 /// Why a frame was skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -186,9 +226,168 @@ impl KeyframeBudget {
     }
 }
 
+/// Scales an encoder's rate-control target to undo a persistent
+/// undershoot. See the module docs. Time is the frames' presentation time.
+#[derive(Debug, Clone)]
+pub struct RateAdjuster {
+    gain: f64,
+    window_start: Option<Duration>,
+    window_bits: f64,
+    window_delta_frames: u32,
+    window_keyframe: bool,
+    idle_windows: u32,
+}
+
+impl Default for RateAdjuster {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RateAdjuster {
+    /// Gain 1: the rate control gets the target as it is.
+    pub fn new() -> Self {
+        Self {
+            gain: 1.0,
+            window_start: None,
+            window_bits: 0.0,
+            window_delta_frames: 0,
+            window_keyframe: false,
+            idle_windows: 0,
+        }
+    }
+
+    /// The factor to multiply the target by for the rate control.
+    pub fn gain(&self) -> f64 {
+        self.gain
+    }
+
+    /// The rate-control target for `target_bps`.
+    pub fn adjusted_bps(&self, target_bps: u32) -> u32 {
+        (f64::from(target_bps) * self.gain).round().min(f64::from(u32::MAX)) as u32
+    }
+
+    /// An encoded frame (presentation time `pts`, `bytes`, keyframe or not)
+    /// while the target was `target_bps` and the rate control's frame rate
+    /// `fps`. Returns the new gain when it changed.
+    pub fn on_frame(&mut self, pts: Duration, bytes: usize, keyframe: bool, target_bps: u32, fps: f32) -> Option<f64> {
+        let start = *self.window_start.get_or_insert(pts);
+        let mut changed = None;
+        let span = pts.saturating_sub(start);
+        if span >= RATE_WINDOW {
+            changed = self.close_window(span, target_bps, fps);
+            self.window_start = Some(pts);
+        }
+        if keyframe {
+            // Budgeted separately (rate control off): it says nothing about
+            // the rate control, and its size would read as an overshoot.
+            self.window_keyframe = true;
+        } else {
+            self.window_bits += bytes as f64 * 8.0;
+            self.window_delta_frames += 1;
+        }
+        changed
+    }
+
+    fn close_window(&mut self, span: Duration, target_bps: u32, fps: f32) -> Option<f64> {
+        let (bits, frames, keyframe) = (self.window_bits, self.window_delta_frames, self.window_keyframe);
+        self.window_bits = 0.0;
+        self.window_delta_frames = 0;
+        self.window_keyframe = false;
+        if keyframe || target_bps == 0 {
+            return None;
+        }
+        let before = self.gain;
+        let used = bits / (f64::from(target_bps) * span.as_secs_f64());
+        let per_frame_budget = f64::from(self.adjusted_bps(target_bps)) / f64::from(fps.max(0.1));
+        let spending = frames >= 2 && bits / f64::from(frames) >= RATE_SPEND * per_frame_budget;
+        if used > RATE_HIGH {
+            self.idle_windows = 0;
+            self.gain = (self.gain * RATE_AIM / used).max(1.0);
+        } else if !spending {
+            self.idle_windows += 1;
+            if self.idle_windows >= RATE_IDLE_RESET {
+                self.gain = 1.0;
+            }
+        } else {
+            self.idle_windows = 0;
+            if used < RATE_LOW {
+                // Halfway (geometrically) towards the gain that would hit
+                // the aim: the rate control reacts over a few frames.
+                let step = (RATE_AIM / used.max(0.05)).sqrt().min(RATE_MAX_STEP);
+                self.gain = (self.gain * step).min(MAX_RATE_GAIN);
+            }
+        }
+        (self.gain != before).then_some(self.gain)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An OpenH264-like rate control: each frame gets the per-frame
+    /// budget (rate-control target ÷ configured `fps`) when the content can
+    /// use it, `need` bytes at most.
+    fn per_frame(asked: u32, fps: f32, need: usize) -> usize {
+        ((f64::from(asked) / 8.0 / f64::from(fps)) as usize).min(need)
+    }
+
+    /// Feeds `secs` of frames arriving at `rate` fps (configured `fps`),
+    /// each sized by `bytes` from the rate-control target; returns the gain.
+    fn feed(a: &mut RateAdjuster, from: f64, secs: f64, (rate, fps): (f32, f32), target: u32, need: usize) -> f64 {
+        let n = (secs * f64::from(rate)) as u32;
+        for i in 0..n {
+            let pts = Duration::from_secs_f64(from + f64::from(i) / f64::from(rate));
+            a.on_frame(pts, per_frame(a.adjusted_bps(target), fps, need), false, target, fps);
+        }
+        a.gain()
+    }
+
+    #[test]
+    fn frames_slower_than_configured_get_a_gain_that_restores_the_rate() {
+        // Busy content at 16 fps with the rate control set for 30: 53 % of the target.
+        let mut a = RateAdjuster::new();
+        let gain = feed(&mut a, 0.0, 10.0, (16.0, 30.0), 1_000_000, usize::MAX);
+        let delivered = 16.0 / 30.0 * gain;
+        assert!((RATE_LOW..=RATE_HIGH).contains(&delivered), "gain {gain}: delivers {delivered:.2} of the target");
+        // At 12 fps the cap stops it.
+        let mut b = RateAdjuster::new();
+        assert_eq!(feed(&mut b, 0.0, 10.0, (12.0, 30.0), 1_000_000, usize::MAX), MAX_RATE_GAIN);
+    }
+
+    #[test]
+    fn content_that_needs_few_bits_and_static_screens_get_no_gain() {
+        // Scrolling text the encoder codes in a third of its budget: more
+        // target would change nothing.
+        let mut a = RateAdjuster::new();
+        assert_eq!(feed(&mut a, 0.0, 10.0, (30.0, 30.0), 2_500_000, 3_500), 1.0);
+        // A static screen: one keep-alive a second.
+        let mut b = RateAdjuster::new();
+        assert_eq!(feed(&mut b, 0.0, 10.0, (1.0, 30.0), 1_000_000, 200), 1.0);
+    }
+
+    #[test]
+    fn an_overshoot_takes_the_gain_back_down_and_idle_content_resets_it() {
+        let mut a = RateAdjuster::new();
+        assert_eq!(feed(&mut a, 0.0, 10.0, (12.0, 30.0), 1_000_000, usize::MAX), MAX_RATE_GAIN);
+        // The frames come at the full rate again: twice the target at once, then back.
+        let gain = feed(&mut a, 10.0, 1.1, (30.0, 30.0), 1_000_000, usize::MAX);
+        assert!(gain < 1.0 + 1e-9, "gain {gain} after an overshoot");
+        // Idle (a static screen) for a few seconds after a gain: reset.
+        let mut b = RateAdjuster::new();
+        feed(&mut b, 0.0, 10.0, (12.0, 30.0), 1_000_000, usize::MAX);
+        assert!(b.gain() > 1.5);
+        feed(&mut b, 10.0, 4.0, (1.0, 30.0), 1_000_000, 200);
+        assert_eq!(b.gain(), 1.0);
+        // Windows with a keyframe are not measured.
+        let mut c = RateAdjuster::new();
+        for i in 0..300u32 {
+            let pts = Duration::from_secs_f64(f64::from(i) / 15.0);
+            c.on_frame(pts, per_frame(c.adjusted_bps(1_000_000), 30.0, usize::MAX), i % 15 == 0, 1_000_000, 30.0);
+        }
+        assert_eq!(c.gain(), 1.0, "a keyframe in every window");
+    }
 
     #[test]
     fn the_bucket_skips_after_an_overshoot_until_it_drains() {

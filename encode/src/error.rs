@@ -85,6 +85,10 @@ pub enum EncodeError {
     #[error("colour conversion failed: {0}")]
     Convert(#[source] yuvutils_rs::YuvError),
 
+    /// A conversion kernel was asked for that this CPU cannot run.
+    #[error("the {0:?} conversion kernel is not available on this CPU")]
+    KernelUnavailable(crate::convert::Kernel),
+
     /// An OpenH264 call made through the `openh264` crate failed.
     #[error("OpenH264 {operation} failed: {source}")]
     OpenH264 {
@@ -112,6 +116,27 @@ pub enum EncodeError {
         call: &'static str,
         /// The native return code (`CM_RETURN`) or frame type.
         code: i32,
+    },
+
+    /// A libvpx (VP8/VP9) call failed, or the installed libvpx does not
+    /// match Peep's bindings.
+    #[error("libvpx {call} failed: {message}")]
+    Vpx {
+        /// The call, e.g. `"vpx_codec_encode"`.
+        call: &'static str,
+        /// libvpx's `vpx_codec_err_t` (-1: detected by Peep).
+        code: i32,
+        /// libvpx's description and detail.
+        message: String,
+    },
+
+    /// An encoder setting out of its range.
+    #[error("invalid {setting}: {reason}")]
+    InvalidSetting {
+        /// Which setting.
+        setting: &'static str,
+        /// The value and the accepted range.
+        reason: String,
     },
 
     /// A QP range outside `1..=51` or with `min > max` (a minimum of 0 would

@@ -1,4 +1,5 @@
-//! Peep's encode stage: captured BGRA frames → YUV 4:2:0 → H.264 (Annex-B).
+//! Peep's encode stage: captured BGRA frames → YUV 4:2:0 → H.264 (Annex-B),
+//! or VP8/VP9 for browsers without H.264.
 //!
 //! - [`convert`] turns BGRA/BGRx into [`I420Frame`] or [`Nv12Frame`] planes
 //!   (BT.709, limited range) with yuvutils-rs SIMD, into buffers the caller
@@ -7,7 +8,8 @@
 //! - [`Encoder`] is the narrow trait the pipeline drives; [`OpenH264Encoder`]
 //!   implements it with Cisco's OpenH264 (constrained baseline, so Chromium
 //!   can receive it). Bitrate, frame rate and keyframe requests can change
-//!   at run time without restarting the stream.
+//!   at run time without restarting the stream. [`VpxEncoder`] does the same
+//!   for VP8 and VP9 with the system libvpx ([`vpx`], [`vpx_ffi`]).
 //! - [`budget`] decides, without an encoder, when to skip a frame (a leaky
 //!   bucket and the send queue) and which QP keeps a keyframe in its budget.
 //! - [`pool`] recycles output buffers across threads.
@@ -50,6 +52,7 @@
 
 pub mod avcc;
 pub mod budget;
+pub mod content;
 pub mod convert;
 pub mod encoder;
 pub mod error;
@@ -62,10 +65,14 @@ pub mod scale;
 #[cfg(target_os = "macos")]
 pub mod videotoolbox;
 pub mod videotoolbox_core;
+pub mod vpx;
+pub mod vpx_ffi;
 
 pub use crate::openh264::{Complexity, OpenH264Config, OpenH264Encoder, RateControl, Usage};
+pub use content::{ContentClass, ContentClassifier, PaintOver};
 pub use convert::{I420Frame, Nv12Frame, bgra_to_i420, bgra_to_nv12};
-pub use encoder::{EncodeOutcome, EncodedFrame, Encoder};
+pub use encoder::{Codec, EncodeOutcome, EncodedFrame, Encoder};
 pub use error::{EncodeError, Result};
 pub use pool::{BufferPool, PooledBuf};
 pub use quality::{psnr, psnr_plane};
+pub use vpx::{VpxCodec, VpxConfig, VpxDecoder, VpxEncoder};

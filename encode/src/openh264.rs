@@ -2,7 +2,7 @@
 //! `openh264` crate), producing constrained-baseline H.264 that browsers
 //! decode.
 
-use crate::budget::KeyframeBudget;
+use crate::budget::{KeyframeBudget, RateAdjuster};
 use crate::convert::I420Frame;
 use crate::encoder::{EncodeOutcome, EncodedFrame, Encoder};
 use crate::error::{EncodeError, Result};
@@ -20,6 +20,9 @@ use openh264_sys2::{
 };
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::time::Duration;
+
+mod adapt;
+pub use adapt::REFINE_QP;
 
 /// Longest side OpenH264 encodes (level 5.2).
 pub const MAX_LONG_SIDE: u32 = 3840;
@@ -163,6 +166,22 @@ pub struct OpenH264Config {
     /// first keyframe of a session is OpenH264's own (it cannot be steered
     /// before the encoder is initialised).
     pub keyframe_budget: bool,
+    /// Slices per picture, each encoded on its own thread (ignored with
+    /// `max_slice_bytes`). 0: one per core beyond two, at most 4 — one slice
+    /// on a 2-core machine.
+    pub slices: u16,
+    /// Use camera coding for motion (see [`crate::content`]): sessions
+    /// started at a requested keyframe while the content moves use
+    /// `CAMERA_VIDEO_REAL_TIME`, later ones `usage` again.
+    pub adapt_usage: bool,
+    /// Undo the rate control's undershoot (see [`crate::budget::RateAdjuster`]):
+    /// in screen mode OpenH264 delivers 40–75 % of its target on busy
+    /// content, which leaves a live share's link unused. With this on, the
+    /// rate control is given the target times a measured gain (up to
+    /// [`crate::budget::MAX_RATE_GAIN`]); keyframe budgets keep the real
+    /// target. Off by default (a recording asks for what it asks for); live
+    /// sharing turns it on.
+    pub adjust_rate: bool,
 }
 
 impl Default for OpenH264Config {
@@ -179,6 +198,9 @@ impl Default for OpenH264Config {
             rate_control: RateControl::Bitrate,
             max_slice_bytes: None,
             keyframe_budget: true,
+            slices: 0,
+            adapt_usage: true,
+            adjust_rate: false,
         }
     }
 }
@@ -253,6 +275,8 @@ struct Session {
     encoder: RawEncoder,
     width: u32,
     height: u32,
+    /// Usage type the session was created with (it cannot change).
+    usage: Usage,
     /// OpenH264 initialises lazily on the first `encode_at`; run-time options
     /// may only be set after that.
     initialised: bool,
@@ -284,6 +308,12 @@ pub struct OpenH264Encoder {
     keyframe_budget: KeyframeBudget,
     /// QP of the last budgeted keyframe (for stats and tests).
     last_keyframe_qp: Option<u8>,
+    /// Content-class adaptation (see `adapt`).
+    adapt: adapt::Adaptation,
+    /// Undershoot compensation (with [`OpenH264Config::adjust_rate`]).
+    adjuster: RateAdjuster,
+    /// The bitrate the rate control was last given (target × gain).
+    rc_bitrate_bps: u32,
 }
 
 impl std::fmt::Debug for OpenH264Encoder {
@@ -314,7 +344,52 @@ impl OpenH264Encoder {
             frames_skipped: 0,
             keyframe_budget: KeyframeBudget::new(),
             last_keyframe_qp: None,
+            adapt: adapt::Adaptation::default(),
+            adjuster: RateAdjuster::new(),
+            rc_bitrate_bps: config.bitrate_bps,
         })
+    }
+
+    /// Gives the rate control `bitrate_bps` (an initialised session's; a new
+    /// session starts at the target).
+    fn set_rc_bitrate(&mut self, bitrate_bps: u32) -> Result<()> {
+        let bitrate_bps = bitrate_bps.clamp(MIN_BITRATE_BPS, MAX_BITRATE_BPS);
+        if let Some(session) = &mut self.session
+            && session.initialised
+            && bitrate_bps != self.rc_bitrate_bps
+        {
+            let encoder = &mut session.encoder;
+            // OpenH264 rejects a target above the layer's maximum, which
+            // the crate set equal to the initial target: raise the
+            // maximum first, or lower the target first.
+            let set_max = |encoder: &mut RawEncoder| {
+                set_bitrate_option(
+                    encoder,
+                    ENCODER_OPTION_MAX_BITRATE,
+                    "SetOption(ENCODER_OPTION_MAX_BITRATE)",
+                    SPATIAL_LAYER_0,
+                    bitrate_bps,
+                )
+            };
+            let set_target = |encoder: &mut RawEncoder| {
+                set_bitrate_option(
+                    encoder,
+                    ENCODER_OPTION_BITRATE,
+                    "SetOption(ENCODER_OPTION_BITRATE)",
+                    SPATIAL_LAYER_ALL,
+                    bitrate_bps,
+                )
+            };
+            if bitrate_bps > self.rc_bitrate_bps {
+                set_max(encoder)?;
+                set_target(encoder)?;
+            } else {
+                set_target(encoder)?;
+                set_max(encoder)?;
+            }
+        }
+        self.rc_bitrate_bps = bitrate_bps;
+        Ok(())
     }
 
     /// The current settings (with run-time bitrate and frame-rate changes).
@@ -396,7 +471,8 @@ impl OpenH264Encoder {
     }
 
     fn start_session(&self, width: u32, height: u32) -> Result<Session> {
-        let mut encoder = RawEncoder::with_api_config(OpenH264API::from_source(), self.config.to_openh264())
+        let config = self.adapted_config();
+        let mut encoder = RawEncoder::with_api_config(OpenH264API::from_source(), config.to_openh264())
             .map_err(|source| EncodeError::OpenH264 { operation: "WelsCreateSVCEncoder", source })?;
         let mut callback: WelsTraceCallback = Some(log_to_tracing);
         // SAFETY: ENCODER_OPTION_TRACE_CALLBACK reads a `WelsTraceCallback`
@@ -410,8 +486,11 @@ impl OpenH264Encoder {
                 &mut callback,
             )?;
         }
-        tracing::debug!(width, height, config = ?self.config, "starting OpenH264 session");
-        Ok(Session { encoder, width, height, initialised: false, keyframe_qp: None })
+        tracing::debug!(width, height, ?config, "starting OpenH264 session");
+        let mut session =
+            Session { encoder, width, height, usage: config.usage, initialised: false, keyframe_qp: None };
+        self.prepare_session(&mut session)?;
+        Ok(session)
     }
 }
 
@@ -578,8 +657,18 @@ impl Encoder for OpenH264Encoder {
         let (width, height) = (frame.coded_width(), frame.coded_height());
         if !matches!(&self.session, Some(s) if (s.width, s.height) == (width, height)) {
             // New size (or first frame): a fresh session starts with an IDR
-            // and SPS/PPS for the new size, at the current bitrate and fps.
+            // and SPS/PPS for the new size, at the current bitrate and fps
+            // (the target itself: the adjuster measures the new picture afresh).
             self.session = Some(self.start_session(width, height)?);
+            self.adjuster = RateAdjuster::new();
+            self.rc_bitrate_bps = self.config.bitrate_bps;
+        }
+        if self.keyframe_requested && self.usage_switch_due() {
+            // The content class wants the other usage type: the requested
+            // keyframe comes from a new session of that type (at the target
+            // itself; the next bitrate change re-applies the gain).
+            self.session = Some(self.start_session(width, height)?);
+            self.rc_bitrate_bps = self.config.bitrate_bps;
         }
         let session = self.session.as_mut().expect("session started above");
         let first_frame = !session.initialised;
@@ -641,51 +730,35 @@ impl Encoder for OpenH264Encoder {
                 if out.keyframe {
                     self.keyframe_requested = false;
                 }
+                if self.config.adjust_rate
+                    && let Some(gain) = self.adjuster.on_frame(
+                        pts,
+                        out.data.len(),
+                        out.keyframe,
+                        self.config.bitrate_bps,
+                        self.config.fps,
+                    )
+                {
+                    tracing::debug!(gain, target = self.config.bitrate_bps, "rate-control gain");
+                    self.set_rc_bitrate(self.adjuster.adjusted_bps(self.config.bitrate_bps))?;
+                }
                 Ok(EncodeOutcome::Encoded)
             }
         }
     }
 
+    fn rate_gain(&self) -> f64 {
+        self.adjuster.gain()
+    }
+
     fn set_bitrate(&mut self, bitrate_bps: u32) -> Result<()> {
         check_bitrate(bitrate_bps)?;
-        match &mut self.session {
-            Some(session) if session.initialised => {
-                let encoder = &mut session.encoder;
-                // OpenH264 rejects a target above the layer's maximum, which
-                // the crate set equal to the initial target: raise the
-                // maximum first, or lower the target first.
-                let set_max = |encoder: &mut RawEncoder| {
-                    set_bitrate_option(
-                        encoder,
-                        ENCODER_OPTION_MAX_BITRATE,
-                        "SetOption(ENCODER_OPTION_MAX_BITRATE)",
-                        SPATIAL_LAYER_0,
-                        bitrate_bps,
-                    )
-                };
-                let set_target = |encoder: &mut RawEncoder| {
-                    set_bitrate_option(
-                        encoder,
-                        ENCODER_OPTION_BITRATE,
-                        "SetOption(ENCODER_OPTION_BITRATE)",
-                        SPATIAL_LAYER_ALL,
-                        bitrate_bps,
-                    )
-                };
-                if bitrate_bps > self.config.bitrate_bps {
-                    set_max(encoder)?;
-                    set_target(encoder)?;
-                } else {
-                    set_target(encoder)?;
-                    set_max(encoder)?;
-                }
-            }
+        if self.session.as_ref().is_some_and(|s| !s.initialised) {
             // Not initialised yet: the next session picks the value up.
-            Some(_) => self.session = None,
-            None => {}
+            self.session = None;
         }
         self.config.bitrate_bps = bitrate_bps;
-        Ok(())
+        self.set_rc_bitrate(self.adjuster.adjusted_bps(bitrate_bps))
     }
 
     fn set_fps(&mut self, fps: f32) -> Result<()> {
@@ -715,8 +788,20 @@ impl Encoder for OpenH264Encoder {
         self.keyframe_requested = true;
     }
 
+    fn set_content(&mut self, class: crate::content::ContentClass) -> Result<()> {
+        self.apply_content(class)
+    }
+
+    fn refine(&mut self, frame: &I420Frame, pts: Duration, out: &mut EncodedFrame) -> Result<EncodeOutcome> {
+        self.refine_frame(frame, pts, out)
+    }
+
     fn name(&self) -> &'static str {
         "openh264"
+    }
+
+    fn codec(&self) -> crate::encoder::Codec {
+        crate::encoder::Codec::H264
     }
 }
 

@@ -38,8 +38,8 @@
 //!
 //! Frames go into pixel buffers from the session's own pool (no per-frame
 //! allocation), written by [`Nv12Writer`]: BGRA is converted into the
-//! buffer's NV12 planes with the same yuvutils SIMD code (BT.709, limited
-//! range) as [`crate::convert`], and an [`I420Frame`] (what the [`Encoder`]
+//! buffer's NV12 planes with the same SIMD kernels (BT.709, limited range)
+//! as [`crate::convert`], whatever the buffer's strides, and an [`I420Frame`] (what the [`Encoder`]
 //! trait passes) is copied with its chroma interleaved.
 
 use std::sync::Arc;
@@ -47,10 +47,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
-use yuvutils_rs::{BufferStoreMut, YuvBiPlanarImageMut, YuvConversionMode, YuvError, YuvRange, YuvStandardMatrix};
+use yuvutils_rs::YuvError;
 
 use crate::avcc::{self, AvccError, ParameterSets};
-use crate::convert::{I420Frame, Nv12Frame};
+use crate::convert::I420Frame;
 use crate::encoder::{EncodeOutcome, EncodedFrame, Encoder};
 use crate::error::{EncodeError, Result};
 use crate::openh264::{OpenH264Config, OpenH264Encoder, check_bitrate, check_fps};
@@ -135,6 +135,8 @@ impl VideoToolboxConfig {
             bitrate_bps: self.bitrate_bps,
             fps: self.fps,
             keyframe_interval: self.keyframe_interval,
+            // A live share: fill the link the estimator measured.
+            adjust_rate: true,
             ..OpenH264Config::default()
         }
     }
@@ -221,27 +223,19 @@ fn plane_bytes(rows: usize, stride: usize, row_bytes: usize) -> usize {
     if rows == 0 { 0 } else { (rows - 1).saturating_mul(stride).saturating_add(row_bytes) }
 }
 
-/// Writes frames into the NV12 planes of encoder input buffers. Keeps one
-/// scratch frame, used only when a buffer's layout rules out converting into
-/// it directly (see [`Nv12Writer::write`]).
+/// Writes frames into the NV12 planes of encoder input buffers, whatever
+/// their strides.
 #[derive(Debug, Default)]
-pub struct Nv12Writer {
-    scratch: Nv12Frame,
-    scratch_uses: u64,
-}
+pub struct Nv12Writer {}
 
 impl Nv12Writer {
     /// Writes `src` into `dst`, whose size must be `src`'s coded size.
     ///
     /// - I420 (what the [`Encoder`] trait passes) is copied with Cb/Cr
     ///   interleaved.
-    /// - BGRA is converted with yuvutils (BT.709, limited range, exactly
-    ///   [`crate::convert::bgra_to_nv12`]'s maths and edge padding) straight
-    ///   into the buffer when its chroma rows are tightly packed (stride =
-    ///   width, as for widths that are multiples of 64). yuvutils 0.8 refuses
-    ///   a padded interleaved-chroma stride, so other buffers get the frame
-    ///   converted into a reused scratch frame and copied row by row (≈ 1.5
-    ///   bytes per pixel more memory traffic; [`Nv12Writer::scratch_uses`]).
+    /// - BGRA is converted straight into the buffer by Peep's kernels
+    ///   (exactly [`crate::convert::bgra_to_nv12`]'s output and edge
+    ///   padding), whatever the buffer's strides.
     ///
     /// For odd sizes the last column / row is repeated into the padding, as
     /// [`I420Frame`] does.
@@ -270,26 +264,13 @@ impl Nv12Writer {
                 copy_i420(frame, dst);
                 Ok(())
             }
-            FrameSource::Bgra { data, width, height, stride_bytes } => {
-                // yuvutils wants exactly `height` luma rows of `y_stride` and
-                // chroma rows of exactly the width (it finds an odd last row
-                // from the slices' ends).
-                let direct = dst.uv_stride == cw && dst.y.len() >= dst.y_stride.saturating_mul(height as usize);
-                if direct {
-                    convert_bgra_into(data, width, height, stride_bytes, dst)
-                } else {
-                    crate::convert::bgra_to_nv12(data, width, height, stride_bytes, &mut self.scratch)?;
-                    self.scratch_uses += 1;
-                    copy_nv12(&self.scratch, dst);
-                    Ok(())
-                }
-            }
+            FrameSource::Bgra { data, width, height, stride_bytes } => crate::convert::bgra_into_nv12_planes(
+                data,
+                (width, height, stride_bytes),
+                (dst.y, dst.y_stride),
+                (dst.uv, dst.uv_stride),
+            ),
         }
-    }
-
-    /// BGRA frames that went through the scratch frame.
-    pub fn scratch_uses(&self) -> u64 {
-        self.scratch_uses
     }
 }
 
@@ -310,71 +291,6 @@ fn copy_i420(frame: &I420Frame, dst: Nv12Planes<'_>) {
             pair[1] = cr;
         }
     }
-}
-
-/// Copies a tightly packed NV12 frame's coded area into checked planes.
-fn copy_nv12(frame: &Nv12Frame, dst: Nv12Planes<'_>) {
-    let (cw, ch) = (frame.coded_width() as usize, frame.coded_height() as usize);
-    for row in 0..ch {
-        dst.y[row * dst.y_stride..][..cw].copy_from_slice(&frame.y()[row * frame.y_stride()..][..cw]);
-    }
-    for row in 0..ch / 2 {
-        dst.uv[row * dst.uv_stride..][..cw].copy_from_slice(&frame.uv()[row * frame.uv_stride()..][..cw]);
-    }
-}
-
-/// Converts BGRA straight into checked planes whose chroma stride is the
-/// coded width and whose luma plane holds `height` full rows.
-fn convert_bgra_into(data: &[u8], width: u32, height: u32, stride_bytes: usize, dst: Nv12Planes<'_>) -> Result<()> {
-    let min_bytes = width as usize * 4;
-    if stride_bytes < min_bytes || u32::try_from(stride_bytes).is_err() {
-        return Err(EncodeError::InvalidStride { stride_bytes, width, min_bytes });
-    }
-    let needed_bytes = stride_bytes.saturating_mul(height as usize);
-    let src = data.get(..needed_bytes).ok_or(EncodeError::SourceTooSmall {
-        len_bytes: data.len(),
-        needed_bytes,
-        width,
-        height,
-        stride_bytes,
-    })?;
-    let (Ok(y_stride), Ok(uv_stride)) = (u32::try_from(dst.y_stride), u32::try_from(dst.uv_stride)) else {
-        return Err(bad_buffer());
-    };
-    let (w, h) = (width as usize, height as usize);
-    let (y_all, uv_all) = (dst.y, dst.uv);
-    {
-        let mut image = YuvBiPlanarImageMut {
-            y_plane: BufferStoreMut::Borrowed(&mut y_all[..h * dst.y_stride]),
-            y_stride,
-            uv_plane: BufferStoreMut::Borrowed(&mut uv_all[..h.div_ceil(2) * dst.uv_stride]),
-            uv_stride,
-            width,
-            height,
-        };
-        yuvutils_rs::bgra_to_yuv_nv12(
-            &mut image,
-            src,
-            stride_bytes as u32,
-            YuvRange::Limited,
-            YuvStandardMatrix::Bt709,
-            YuvConversionMode::Balanced,
-        )
-        .map_err(EncodeError::Convert)?;
-    }
-    // Odd sizes: repeat the last luma column / row into the padding.
-    if w % 2 == 1 {
-        for row in 0..h {
-            let line = &mut y_all[row * dst.y_stride..];
-            line[w] = line[w - 1];
-        }
-    }
-    if h % 2 == 1 {
-        let (above, below) = y_all.split_at_mut(h * dst.y_stride);
-        let coded_w = w + w % 2;
-        below[..coded_w].copy_from_slice(&above[(h - 1) * dst.y_stride..][..coded_w]);
-    }
-    Ok(())
 }
 
 /// One output of the platform encoder, tagged with the token of the frame
@@ -797,6 +713,10 @@ impl<F: SessionFactory> Encoder for AsyncEncoder<F> {
     fn name(&self) -> &'static str {
         self.factory.name()
     }
+
+    fn codec(&self) -> crate::encoder::Codec {
+        crate::encoder::Codec::H264
+    }
 }
 
 /// Which encoder [`open_h264_encoder`] picked.
@@ -866,7 +786,7 @@ pub fn open_h264_encoder(config: &VideoToolboxConfig) -> Result<(Box<dyn Encoder
 mod tests {
     use super::*;
     use crate::avcc::{START_CODE, nal_type};
-    use crate::convert::{bgra_to_i420, bgra_to_nv12};
+    use crate::convert::{Nv12Frame, bgra_to_i420, bgra_to_nv12};
     use std::collections::{HashMap, HashSet};
     use std::sync::Mutex;
 
@@ -947,8 +867,6 @@ mod tests {
                 let source = FrameSource::Bgra { data: &src, width: w, height: h, stride_bytes: stride };
                 let mut writer = Nv12Writer::default();
                 writer.write(source, buf.planes()).unwrap();
-                // Tight chroma rows are converted into directly.
-                assert_eq!(writer.scratch_uses(), u64::from(dst_pad != 0));
                 let (y, uv) = buf.tight();
                 assert_eq!(y, want.y(), "{w}x{h} luma, pads {src_pad}/{dst_pad}");
                 assert_eq!(uv, want.uv(), "{w}x{h} chroma, pads {src_pad}/{dst_pad}");

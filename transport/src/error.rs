@@ -18,6 +18,10 @@ pub enum TransportError {
     /// A viewer's SDP offer could not be used.
     #[error("bad SDP offer: {0}")]
     BadOffer(String),
+    /// The viewer's browser offers no video codec Peep sends; the text is
+    /// the sentence for the viewer (what it offered, what would fix it).
+    #[error("{0}")]
+    NoCommonCodec(String),
     /// The WebRTC stack failed.
     #[error("WebRTC: {0}")]
     WebRtc(String),

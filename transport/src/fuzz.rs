@@ -7,10 +7,20 @@
 use crate::TransportError;
 
 /// `fuzz/fuzz_targets/offer.rs`: the SDP offer intake yields an offer or a
-/// `BadOffer` error, never another error kind or a panic.
+/// `BadOffer` error, never another error kind or a panic; codec
+/// negotiation on an accepted offer picks a codec the offer names, or
+/// refuses with a bounded sentence.
 pub fn offer(data: &[u8]) {
+    use crate::codecs::{DEFAULT_PREFERENCE, choose_codec, no_common_codec_message, offered_codecs};
     match crate::offer::parse_offer(data) {
-        Ok(_) | Err(TransportError::BadOffer(_)) => {}
+        Ok(offer) => {
+            let offered = offered_codecs(&offer.sdp);
+            match choose_codec(&offered, &DEFAULT_PREFERENCE) {
+                Some(codec) => assert!(offered.usable(codec), "chose {codec:?}, which the offer does not name"),
+                None => assert!(no_common_codec_message(&offered, &DEFAULT_PREFERENCE).len() < 2048),
+            }
+        }
+        Err(TransportError::BadOffer(_)) => {}
         Err(other) => panic!("unexpected error kind: {other}"),
     }
 }
@@ -320,7 +330,7 @@ pub fn rtcp_run(data: &[u8]) -> RtcpOutcome {
         while let Some(release) = tx.poll_release(now) {
             let (seq, size) = match release {
                 Release::Media { packet, seq, .. } | Release::Retransmission { packet, seq } => (seq, packet.size),
-                Release::Padding { seq, size, .. } => (seq, size),
+                Release::Padding { seq, size, .. } | Release::TailProbe { seq, size } => (seq, size),
             };
             history.add_outgoing(SSRC, seq, true, twcc, size, now);
             twcc = twcc.wrapping_add(1);

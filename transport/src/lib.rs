@@ -1,11 +1,15 @@
-//! Peep's transport stage: one encoded H.264 stream → every viewer's browser.
+//! Peep's transport stage: one encoded stream per codec in use → every
+//! viewer's browser (H.264 where the browser has it, VP8 otherwise).
 //!
 //! [`Share::start`] runs an embedded HTTP server (axum) on its own tokio
 //! runtime. It serves the viewer page from `assets/viewer` (embedded in the
 //! binary) at an unguessable link, and answers WHEP offers with one WebRTC
-//! peer connection (`webrtc` 0.21) per viewer. The app pushes each encoded
-//! frame once with [`Share::send_frame`]; the share fans it out, and asks for
-//! keyframes and bitrate changes through [`Share::encoder_requests`].
+//! peer connection (`webrtc` 0.21) per viewer, each with the codec negotiated
+//! from its offer ([`codecs`]). The app runs one encode per codec in
+//! [`Share::codecs_in_use`] and pushes each encoded frame once with
+//! [`Share::send_encoded`]; the share fans it out to that codec's viewers,
+//! and asks for keyframes and bitrate changes, per codec, through
+//! [`Share::encoder_requests`].
 //!
 //! [`Share::start_publish`] also sends the stream to a media server with
 //! WHIP ([`whip`]), beside the local viewers, so an audience of any size
@@ -13,7 +17,7 @@
 //!
 //! Decisions live in plain structs fed with `now` and tested without I/O:
 //! [`keyframe::KeyframeCoalescer`], [`rate::RateController`],
-//! [`auth::Throttle`], [`codecs::choose_payload_type`], and each viewer's
+//! [`auth::Throttle`], [`codecs::choose_codec`], [`codecs::choose_payload_type`], and each viewer's
 //! rate control: the bandwidth estimator [`bwe::Bwe`] and the sender queue
 //! [`pacer::Pacer`], wired together in [`sender::SendController`] and driven
 //! by thin interceptors in `rtc`'s chain. [`Share::send_backlog`] tells the
@@ -21,16 +25,19 @@
 //!
 //! ```no_run
 //! use std::time::Instant;
-//! use peep_transport::{EncoderRequest, Share, ShareConfig};
+//! use peep_transport::{EncoderRequest, Share, ShareConfig, VideoCodec};
 //!
 //! let share = Share::start(ShareConfig { port: 0, ..ShareConfig::default() })?;
 //! println!("Link: {}", share.link());
-//! # let (annex_b, keyframe) = (vec![0u8; 4], true);
-//! share.send_frame(&annex_b, keyframe, Instant::now());
+//! for codec in share.codecs_in_use().iter() {
+//!     // run (or keep running) an encoder for `codec`, then for each frame:
+//!     # let (frame, keyframe) = (vec![0u8; 4], true);
+//!     share.send_encoded(codec, &frame, keyframe, Instant::now());
+//! }
 //! for request in share.encoder_requests().try_iter() {
 //!     match request {
-//!         EncoderRequest::Keyframe => { /* force an IDR */ }
-//!         EncoderRequest::SetBitrate(bps) => { /* retarget the encoder */ let _ = bps; }
+//!         EncoderRequest::Keyframe(codec) => { /* force a keyframe */ let _ = codec; }
+//!         EncoderRequest::SetBitrate(codec, bps) => { /* retarget that encoder */ let _ = (codec, bps); }
 //!     }
 //! }
 //! share.shutdown();
@@ -57,9 +64,12 @@ pub mod sender;
 mod sendside;
 mod server;
 pub mod share;
+mod track;
 pub mod viewer;
+pub mod vp9;
 pub mod whip;
 
+pub use codecs::{CodecSet, VideoCodec};
 pub use error::{Result, TransportError};
 pub use rate::{BitrateRange, SendBacklog};
 pub use secret::Secret;

@@ -41,6 +41,7 @@ use axum::routing::get;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 
+use crate::codecs::VideoCodec;
 use crate::error::{Result, TransportError};
 use crate::hub::{Shared, lock};
 use crate::viewer::{ViewerState, ViewerStats};
@@ -254,14 +255,14 @@ pub const SHARE_METRICS: &[Def] = &[
     Def::new(
         "peep_bitrate_target_bps",
         Kind::Gauge,
-        &[],
-        "Encoder bitrate congestion control asks for, bits per second",
+        &["codec"],
+        "Bitrate congestion control asks of each codec's encoder, bits per second",
     ),
     Def::new(
         "peep_send_backlog_seconds",
         Kind::Gauge,
-        &[],
-        "Send backlog the encoder's frame dropper watches (the longest governing send queue)",
+        &["codec"],
+        "Send backlog each codec's frame dropper watches (the longest governing send queue of its viewers)",
     ),
     Def::new("peep_viewer_rtt_seconds", Kind::Summary, &[], "Round-trip time of the connected viewers (RTCP)"),
     Def::new(
@@ -302,6 +303,15 @@ fn def(table: &'static [Def], name: &str) -> &'static Def {
 /// every viewer is direct.
 fn path_of(_stats: &ViewerStats) -> &'static str {
     "direct"
+}
+
+/// A codec as a metric label: `h264`, `vp8`, `vp9`.
+pub fn codec_label(codec: VideoCodec) -> &'static str {
+    match codec {
+        VideoCodec::H264 => "h264",
+        VideoCodec::Vp8 => "vp8",
+        VideoCodec::Vp9 => "vp9",
+    }
 }
 
 /// Collects the share's metrics (see [`SHARE_METRICS`]) at scrape time.
@@ -357,7 +367,10 @@ impl ShareMetrics {
             "keyframe_requests": s.keyframe_requests.load(Relaxed),
             "keyframes_forced": s.keyframes_forced.load(Relaxed),
             "target_bps": s.target_bps.load(Relaxed),
-            "send_backlog_ms": self.shared.backlog.get().as_secs_f64() * 1e3,
+            "codecs": VideoCodec::ALL.iter().map(|&c| (codec_label(c).to_owned(), serde_json::json!({
+                "target_bps": s.target_bps_of(c),
+                "send_backlog_ms": self.shared.backlogs[c.index()].get().as_secs_f64() * 1e3,
+            }))).collect::<serde_json::Map<_, _>>(),
             "viewers_joined": s.viewers_joined.load(Relaxed),
             "viewers_left": s.sessions_deleted.load(Relaxed),
             "offers_refused": s.offers_refused.load(Relaxed),
@@ -395,8 +408,12 @@ impl ShareMetrics {
         out.counter(m("peep_keyframe_requests_total"), &["viewer"], requests.saturating_sub(recovery) as f64);
         out.counter(m("peep_keyframe_requests_total"), &["recovery"], recovery as f64);
         out.counter(m("peep_keyframes_forced_total"), &[], count(&s.keyframes_forced));
-        out.gauge(m("peep_bitrate_target_bps"), &[], count(&s.target_bps));
-        out.gauge(m("peep_send_backlog_seconds"), &[], self.shared.backlog.get().as_secs_f64());
+        for codec in VideoCodec::ALL {
+            let label = codec_label(codec);
+            out.gauge(m("peep_bitrate_target_bps"), &[label], s.target_bps_of(codec) as f64);
+            let backlog = self.shared.backlogs[codec.index()].get();
+            out.gauge(m("peep_send_backlog_seconds"), &[label], backlog.as_secs_f64());
+        }
         let connected: Vec<_> = viewers.iter().filter(|v| v.state() == ViewerState::Connected).collect();
         let mut rtt: Vec<f64> =
             connected.iter().map(|v| v.rtt_us.load(Relaxed)).filter(|&us| us > 0).map(|us| us as f64 / 1e6).collect();

@@ -42,6 +42,13 @@
 //!   round trip more, which is what turns a hiccup into a visible freeze on
 //!   a lossy link. The copy the browser did not need is dropped by its SRTP
 //!   replay check.
+//! * **Tail probes.** A receiver notices a lost packet when a later one
+//!   arrives. The last packet of a frame is followed by nothing until the
+//!   next frame, a frame interval later (seconds on a static screen), so its
+//!   loss costs that much more before the NACK goes out. With tail probes on
+//!   (a lossy link, see `crate::sender`), a small padding packet follows each
+//!   frame's last packet [`TAIL_PROBE_DELAY`] later unless something else
+//!   has gone out: its sequence number reveals a lost tail at once.
 //! * **Probes.** While a [`ProbeCluster`] is active, packets leave at its
 //!   rate; queued media goes first, padding of [`PADDING_PACKET_BYTES`] fills
 //!   the rest until the cluster's size is reached.
@@ -78,6 +85,10 @@ pub const REDUNDANT_RTX_LOSS_OFF: f64 = 0.01;
 pub const REDUNDANT_RTX_DELAY: Duration = Duration::from_millis(10);
 /// Wire size (RTP) of a padding packet.
 pub const PADDING_PACKET_BYTES: usize = 1000;
+/// A tail probe follows a frame's last packet this much later…
+pub const TAIL_PROBE_DELAY: Duration = Duration::from_millis(5);
+/// …at this size (RTP; header, extensions and padding).
+pub const TAIL_PROBE_BYTES: usize = 40;
 /// ALR budget rate as a share of the estimate.
 pub const ALR_USAGE: f64 = 0.65;
 /// ALR budget capacity, in time at the budget rate.
@@ -116,6 +127,14 @@ pub enum Release<P> {
         /// Its (original) sequence number.
         seq: u16,
     },
+    /// A small padding-only packet after a frame's last packet (see the
+    /// module docs' tail probes).
+    TailProbe {
+        /// Its sequence number.
+        seq: u16,
+        /// Wire size to build it at.
+        size: usize,
+    },
     /// A padding-only packet (new, or a retransmission of one).
     Padding {
         /// Its sequence number.
@@ -131,7 +150,10 @@ impl<P> Release<P> {
     /// The sequence number it goes out under.
     pub fn seq(&self) -> u16 {
         match self {
-            Self::Media { seq, .. } | Self::Retransmission { seq, .. } | Self::Padding { seq, .. } => *seq,
+            Self::Media { seq, .. }
+            | Self::Retransmission { seq, .. }
+            | Self::Padding { seq, .. }
+            | Self::TailProbe { seq, .. } => *seq,
         }
     }
 }
@@ -157,6 +179,8 @@ pub struct PacerStats {
     pub redundant_retransmissions: u64,
     /// Queued frames discarded because a keyframe superseded them.
     pub frames_superseded: u64,
+    /// Tail probes sent.
+    pub tail_probes: u64,
 }
 
 struct Queued<P> {
@@ -193,6 +217,9 @@ pub struct Pacer<P> {
     redundant: bool,
     /// Sequence number of the last keyframe's first packet.
     last_keyframe_seq: Option<u16>,
+    /// Bytes of the keyframe being queued, and of the last complete one.
+    keyframe_building: Option<usize>,
+    last_keyframe_bytes: Option<usize>,
     /// Since when a keyframe is expected (see [`Pacer::expect_keyframe`]).
     awaiting_keyframe: Option<Instant>,
     /// Sent packets by sequence number: `history[i]` has seq `history_first + i`.
@@ -206,6 +233,9 @@ pub struct Pacer<P> {
     alr_budget_bits: f64,
     alr_last: Option<Instant>,
     app_limited: bool,
+    tail_probes: bool,
+    /// When a tail probe is due (a frame's last packet went out).
+    tail_due: Option<Instant>,
     stats: PacerStats,
 }
 
@@ -234,6 +264,8 @@ impl<P: Paced> Pacer<P> {
             rtx_repeat: VecDeque::new(),
             redundant: false,
             last_keyframe_seq: None,
+            keyframe_building: None,
+            last_keyframe_bytes: None,
             awaiting_keyframe: None,
             history: VecDeque::new(),
             history_first: 0,
@@ -245,6 +277,8 @@ impl<P: Paced> Pacer<P> {
             alr_budget_bits: 0.0,
             alr_last: None,
             app_limited: false,
+            tail_probes: false,
+            tail_due: None,
             stats: PacerStats::default(),
         }
     }
@@ -302,6 +336,14 @@ impl<P: Paced> Pacer<P> {
         }
     }
 
+    /// Follows each frame with a tail probe (see the module docs).
+    pub fn set_tail_probes(&mut self, on: bool) {
+        self.tail_probes = on;
+        if !on {
+            self.tail_due = None;
+        }
+    }
+
     /// Sends each retransmission twice (see the module docs).
     pub fn set_redundant_retransmissions(&mut self, on: bool) {
         self.redundant = on;
@@ -313,9 +355,21 @@ impl<P: Paced> Pacer<P> {
         self.refill(now);
         if packet.keyframe_start() {
             self.supersede();
+            self.keyframe_building = Some(0);
+        }
+        if let Some(bytes) = &mut self.keyframe_building {
+            *bytes += size;
+            if packet.frame_end() {
+                self.last_keyframe_bytes = self.keyframe_building.take();
+            }
         }
         self.media_bytes += size;
         self.media.push_back(Queued { packet, size, enqueued: now });
+    }
+
+    /// The size of the last keyframe queued, bytes.
+    pub fn last_keyframe_bytes(&self) -> Option<usize> {
+        self.last_keyframe_bytes
     }
 
     /// The viewer's decoder lost its reference chain (an outage) and a
@@ -506,6 +560,8 @@ impl<P: Paced> Pacer<P> {
         if let Some(q) = self.media.pop_front() {
             self.media_bytes -= q.size;
             self.at_frame_boundary = q.packet.frame_end();
+            // The next packet reveals a lost one; after a frame's last, a tail probe will.
+            self.tail_due = (self.tail_probes && q.packet.frame_end()).then(|| now + TAIL_PROBE_DELAY);
             let probe = self.probe.as_ref().map(|p| p.cluster.id);
             let seq = self.record_sent(now, Some(q.packet.clone()), q.size);
             if q.packet.keyframe_start() {
@@ -516,8 +572,18 @@ impl<P: Paced> Pacer<P> {
             let finished = self.count_probe(q.size);
             return Some((Release::Media { packet: q.packet, seq, probe }, finished));
         }
-        // Nothing queued: padding only to complete a probe, and only between frames.
+        // Nothing queued: a tail probe when due, padding to complete a
+        // probe cluster, and only between frames.
+        if self.tail_due.is_some_and(|t| t <= now) && self.at_frame_boundary && self.probe.is_none() {
+            self.tail_due = None;
+            let size = TAIL_PROBE_BYTES;
+            let seq = self.record_sent(now, None, size);
+            self.stats.tail_probes += 1;
+            self.spend(size);
+            return Some((Release::TailProbe { seq, size }, None));
+        }
         let probe_id = self.probe.as_ref().map(|p| p.cluster.id)?;
+        self.tail_due = None;
         if !self.at_frame_boundary || self.next_seq.is_none() {
             return None;
         }
@@ -548,7 +614,7 @@ impl<P: Paced> Pacer<P> {
         let has_work = !self.rtx.is_empty()
             || !self.media.is_empty()
             || (self.probe.is_some() && self.at_frame_boundary && self.next_seq.is_some());
-        let repeat = self.rtx_repeat.front().map(|(at, _)| *at);
+        let repeat = [self.rtx_repeat.front().map(|(at, _)| *at), self.tail_due].into_iter().flatten().min();
         let last = self.last_refill?;
         let budget_at = if self.budget_bits >= 0.0 {
             last
@@ -558,7 +624,7 @@ impl<P: Paced> Pacer<P> {
         };
         match (has_work, repeat) {
             (true, _) => Some(budget_at),
-            // Only a redundant copy waits: when it is due and the budget allows.
+            // Only a redundant copy or a tail probe waits: when it is due and the budget allows.
             (false, Some(at)) => Some(at.max(budget_at)),
             (false, None) => None,
         }
@@ -636,6 +702,37 @@ mod tests {
             assert_eq!(w[1], w[0].wrapping_add(1), "consecutive, wrapping");
         }
         assert_eq!(seqs[0], 65_530);
+    }
+
+    #[test]
+    fn tail_probes_follow_a_frames_last_packet_unless_the_next_frame_does() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(2e6);
+        p.start_sequence_at(100);
+        let mut t = t0;
+        // Off: nothing after the frame.
+        frame(&mut p, t, 3, 0);
+        let out = drain(&mut p, &mut t, t0 + Duration::from_millis(40));
+        assert_eq!(out.len(), 3);
+        // On: one small padding packet TAIL_PROBE_DELAY after the last, numbered next.
+        p.set_tail_probes(true);
+        frame(&mut p, t, 3, 10);
+        let start = t;
+        let out = drain(&mut p, &mut t, start + Duration::from_millis(40));
+        assert_eq!(out.len(), 4, "{out:?}");
+        let (at, last) = &out[3];
+        assert!(matches!(last, Release::TailProbe { seq: 106, size: TAIL_PROBE_BYTES }), "{last:?}");
+        assert!(*at - out[2].0 >= TAIL_PROBE_DELAY && *at - out[2].0 <= TAIL_PROBE_DELAY + Duration::from_millis(1));
+        // The next frame's first packet within the delay reveals a gap itself: no probe.
+        frame(&mut p, t, 2, 20);
+        let until = t + Duration::from_millis(2);
+        let mut out = drain(&mut p, &mut t, until);
+        frame(&mut p, t, 2, 30);
+        let until = t + Duration::from_millis(40);
+        out.extend(drain(&mut p, &mut t, until));
+        let kinds: Vec<bool> = out.iter().map(|(_, r)| matches!(r, Release::TailProbe { .. })).collect();
+        assert_eq!(kinds, [false, false, false, false, true], "one probe, after the second frame");
+        assert_eq!(p.stats().tail_probes, 2);
     }
 
     #[test]

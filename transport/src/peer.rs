@@ -14,18 +14,20 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use tokio::sync::{mpsc, watch};
-use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
-use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_local::TrackLocalEvent;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceGatheringState,
     RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
-use crate::codecs::{choose_payload_type, h264_codecs};
+use crate::codecs::{
+    VideoCodec, choose_codec, choose_payload_type, codecs_for, no_common_codec_message, offered_codecs,
+};
 use crate::error::{Result, TransportError};
 use crate::hub::{Frame, Notice, PeerHandle, Shared, VIEWER_QUEUE_FRAMES, Viewer, lock, truncate};
 use crate::keyframe::KeyframeReason;
+use crate::track::ViewerTrack;
 use crate::viewer::{ViewerState, ViewerStats};
 
 /// How long ICE/DTLS may take before a viewer is given up.
@@ -57,13 +59,19 @@ impl PeerConnectionEventHandler for Events {
     }
 }
 
-/// The media engine and interceptors (NACK and RTCP reports, TWCC with
-/// Peep's send side, RTCP tap, keyframe-request forwarding) of one peer
-/// connection; a WHIP publish (`crate::whip`) uses the same.
-pub(crate) fn media_engine_and_registry(stats: &Arc<ViewerStats>, max_bps: u32) -> Result<(MediaEngine, Registry)> {
+/// The media engine (only `codec`) and interceptors (NACK and RTCP
+/// reports, TWCC with Peep's send side, RTCP tap, keyframe-request
+/// forwarding) of one peer connection; a WHIP publish (`crate::whip`) uses
+/// the same.
+pub(crate) fn media_engine_and_registry(
+    stats: &Arc<ViewerStats>,
+    codec: VideoCodec,
+    max_bps: u32,
+) -> Result<(MediaEngine, Registry)> {
     let mut media = MediaEngine::default();
-    // Codecs first: the configure_* helpers add feedback to registered codecs only.
-    for codec in h264_codecs() {
+    // Codecs first: the configure_* helpers add feedback to registered codecs
+    // only. Only the viewer's codec: the answer then offers nothing else.
+    for codec in codecs_for(codec) {
         media.register_codec(codec, RtpCodecKind::Video).map_err(webrtc_err)?;
     }
     crate::sendside::configure(media, stats, max_bps)
@@ -76,9 +84,15 @@ pub(crate) async fn accept_offer(
     offer: RTCSessionDescription,
     remote: SocketAddr,
 ) -> Result<(String, String)> {
+    // The viewer's codec, from its offer: the first of the share's
+    // preference its browser can receive.
+    let offered = offered_codecs(&offer.sdp);
+    let Some(codec) = choose_codec(&offered, &shared.preference) else {
+        return Err(TransportError::NoCommonCodec(no_common_codec_message(&offered, &shared.preference)));
+    };
     let stats = Arc::new(ViewerStats::new());
     let range = shared.range();
-    let (media, registry) = media_engine_and_registry(&stats, range.ceiling_bps)?;
+    let (media, registry) = media_engine_and_registry(&stats, codec, range.ceiling_bps)?;
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         // a=setup:passive: the browser starts DTLS as soon as ICE connects.
@@ -103,24 +117,23 @@ pub(crate) async fn accept_offer(
     let answer = async {
         let ssrc =
             crate::auth::random_hex(4).ok().and_then(|h| u32::from_str_radix(&h, 16).ok()).unwrap_or(0x5eed_0001);
-        let track = Arc::new(
-            TrackLocalStaticSample::new(
-                Instant::now(),
-                MediaStreamTrack::new(
-                    "peep".to_owned(),
-                    "screen".to_owned(),
-                    "screen".to_owned(),
-                    RtpCodecKind::Video,
-                    vec![RTCRtpEncodingParameters {
-                        rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-                        codec: h264_codecs()[0].rtp_codec.clone(),
-                        ..Default::default()
-                    }],
-                ),
-            )
-            .map_err(webrtc_err)?,
-        );
-        let sender = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await.map_err(webrtc_err)?;
+        let track = Arc::new(ViewerTrack::new(
+            codec,
+            Instant::now(),
+            MediaStreamTrack::new(
+                "peep".to_owned(),
+                "screen".to_owned(),
+                "screen".to_owned(),
+                RtpCodecKind::Video,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                    codec: codecs_for(codec)[0].rtp_codec.clone(),
+                    ..Default::default()
+                }],
+            ),
+            ssrc,
+        )?);
+        let sender = pc.add_track(track.local()).await.map_err(webrtc_err)?;
         pc.set_remote_description(offer)
             .await
             .map_err(|e| TransportError::BadOffer(truncate(&e.to_string()).to_owned()))?;
@@ -147,6 +160,7 @@ pub(crate) async fn accept_offer(
     let (notice, _) = watch::channel(Notice::None);
     let viewer = Arc::new(Viewer {
         id: id.clone(),
+        codec,
         remote,
         since: Instant::now(),
         stats,
@@ -155,6 +169,7 @@ pub(crate) async fn accept_offer(
         peer,
         fault_drop_keyframe: std::sync::atomic::AtomicBool::new(shared.fault_drop_first_keyframe),
         recovering: std::sync::atomic::AtomicBool::new(false),
+        governing: std::sync::atomic::AtomicBool::new(false),
     });
     lock(&shared.viewers).insert(id.clone(), viewer.clone());
     shared.stats.viewers_joined.fetch_add(1, Ordering::Relaxed);
@@ -166,7 +181,7 @@ pub(crate) async fn accept_offer(
 async fn run_viewer(
     shared: Arc<Shared>,
     viewer: Arc<Viewer>,
-    track: Arc<TrackLocalStaticSample>,
+    track: Arc<ViewerTrack>,
     sender: Arc<dyn RtpSender>,
     ssrc: u32,
     mut state: watch::Receiver<RTCPeerConnectionState>,
@@ -185,25 +200,25 @@ async fn run_viewer(
         }
     };
     let payload_type = if ok {
-        sender.get_parameters().await.ok().and_then(|p| choose_payload_type(&p.rtp_parameters.codecs))
+        sender.get_parameters().await.ok().and_then(|p| choose_payload_type(viewer.codec, &p.rtp_parameters.codecs))
     } else {
         None
     };
     if let Some(pt) = payload_type {
         tracing::info!(viewer = %viewer.id, remote = %viewer.remote, "viewer connected");
         viewer.stats.set_state(ViewerState::Connected);
-        shared.request_keyframe(KeyframeReason::NewViewer);
+        shared.request_keyframe(viewer.codec, KeyframeReason::NewViewer);
         // Keyframe requests from this viewer's decoder.
         let rtcp = {
-            let (track, shared) = (track.clone(), shared.clone());
+            let (track, shared, codec) = (track.clone(), shared.clone(), viewer.codec);
             tokio::spawn(async move {
                 while let Some(event) = track.poll().await {
                     if let TrackLocalEvent::OnRtcpPacket(packets) = event {
                         for p in packets {
                             if p.as_any().is::<PictureLossIndication>() {
-                                shared.request_keyframe(KeyframeReason::Pli);
+                                shared.request_keyframe(codec, KeyframeReason::Pli);
                             } else if p.as_any().is::<FullIntraRequest>() {
-                                shared.request_keyframe(KeyframeReason::Fir);
+                                shared.request_keyframe(codec, KeyframeReason::Fir);
                             }
                         }
                     }
@@ -236,7 +251,7 @@ async fn run_viewer(
                     last_captured = Some(frame.captured_at);
                     let len = frame.data.len() as u64;
                     let sample = Sample { data: frame.data, duration, ..Sample::new(frame.captured_at) };
-                    if let Err(e) = track.sample_writer(ssrc, pt).write_sample(&sample).await {
+                    if let Err(e) = track.write(ssrc, pt, &sample).await {
                         tracing::debug!("viewer {}: write failed: {}", viewer.id, truncate(&e.to_string()));
                         break;
                     }
@@ -255,7 +270,7 @@ async fn run_viewer(
                         RTCPeerConnectionState::Connected if viewer.stats.state() == ViewerState::Disconnected => {
                             viewer.stats.set_state(ViewerState::Connected);
                             viewer.stats.needs_keyframe.store(true, Ordering::Relaxed);
-                            shared.request_keyframe(KeyframeReason::Recovery);
+                            shared.request_keyframe(viewer.codec, KeyframeReason::Recovery);
                         }
                         RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => break,
                         _ => {}

@@ -143,6 +143,14 @@ impl RateController {
         }
     }
 
+    /// Whether a viewer whose estimate is `estimate_bps` is one the rate
+    /// follows (see the module docs), among viewers with `all` estimates.
+    pub fn governs(&self, estimate_bps: f64, all: impl IntoIterator<Item = f64>) -> bool {
+        let floor = f64::from(self.range.floor_bps) / ESTIMATE_MARGIN;
+        let all: Vec<f64> = all.into_iter().filter(|e| e.is_finite() && *e > 0.0).collect();
+        if all.iter().any(|e| *e >= floor) { estimate_bps >= floor } else { all.iter().all(|e| *e <= estimate_bps) }
+    }
+
     /// Feeds the current estimates (bps) of all connected viewers. Returns a
     /// new encoder bitrate when it should change.
     pub fn update(&mut self, estimates_bps: impl IntoIterator<Item = f64>, now: Instant) -> Option<u32> {
@@ -245,6 +253,12 @@ mod tests {
         // Everyone below: the best viewer (the one followed).
         assert_eq!(r.governing_backlog([(0.2e6, ms(800)), (0.4e6, ms(100))]), ms(100));
         assert_eq!(r.governing_backlog([]), Duration::ZERO);
+        // Who governs: everyone at or above the floor; below it, the best.
+        let all = [2e6, 0.3e6];
+        assert!(r.governs(2e6, all) && !r.governs(0.3e6, all));
+        let all = [0.2e6, 0.4e6];
+        assert!(r.governs(0.4e6, all) && !r.governs(0.2e6, all));
+        assert!(r.governs(0.2e6, [0.2e6]), "a lone viewer always governs");
         let b = SendBacklog::default();
         let c = b.clone();
         b.set(ms(120));

@@ -20,8 +20,10 @@
 //!   [`ViewerStats`] atomics. Released packets carry the release instant, so
 //!   the send history below records when they really left.
 //! * [`HeaderExtensions`] writes RTP header extensions negotiated for the
-//!   stream; today the playout delay (min 0, max [`PLAYOUT_DELAY_MAX`]), so
-//!   Chromium keeps its jitter buffer short even after a large keyframe.
+//!   stream; today the playout delay the send side asks for (min 0, max
+//!   [`PLAYOUT_DELAY_MAX`] on a clean link, so Chromium keeps its jitter
+//!   buffer short even after a large keyframe; the round trip plus a margin
+//!   as the minimum in loss recovery, see `crate::sender`).
 //!   Another extension (abs-capture-time) is one more [`ExtensionSource`].
 //!
 //! The estimator and the pacer share one `SendController` behind a mutex:
@@ -29,7 +31,7 @@
 //! the lock is never contended.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -54,10 +56,7 @@ use crate::viewer::ViewerStats;
 
 /// The playout-delay header extension (libwebrtc's, understood by Chromium).
 pub const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
-/// The longest playout delay the viewer's jitter buffer may use.
-pub const PLAYOUT_DELAY_MAX: Duration = Duration::from_millis(200);
-/// The shortest (0: render as soon as decodable).
-pub const PLAYOUT_DELAY_MIN: Duration = Duration::ZERO;
+pub use crate::sender::PLAYOUT_DELAY_MAX;
 
 /// Registers what the send side needs on a media engine whose codecs are
 /// registered, and builds the interceptor chain for one viewer:
@@ -83,7 +82,8 @@ pub(crate) fn configure(
             RtpCodecKind::Video,
         );
     }
-    let extensions = HeaderExtensions::new(vec![Box::new(PlayoutDelay::new(PLAYOUT_DELAY_MIN, PLAYOUT_DELAY_MAX))]);
+    let playout = Arc::new(AtomicU32::new(PlayoutDelay::pack(Duration::ZERO, PLAYOUT_DELAY_MAX)));
+    let extensions = HeaderExtensions::new(vec![Box::new(PlayoutDelay::new(playout.clone()))]);
     for uri in extensions.uris() {
         media
             .register_header_extension(
@@ -98,7 +98,8 @@ pub(crate) fn configure(
     let side = SharedSendSide::new(
         BweConfig { start_bps: BWE_START_BPS, min_bps: BWE_MIN_BPS, max_bps: f64::from(max_bps) * 1.5 },
         stats.clone(),
-    );
+    )
+    .with_playout(playout);
     let registry = registry
         .with(Slot::CongestionControl, CongestionControlBuilder::new(PeepEstimator::new(side.clone())).build())
         .with(Slot::Pacer, PeepPacer::new(side))
@@ -211,6 +212,8 @@ impl Codec {
 pub(crate) struct SendSide {
     controller: SendController<QueuedRtp>,
     stats: Arc<ViewerStats>,
+    /// The playout delay to write on packets ([`PlayoutDelay::pack`]ed).
+    playout: Option<Arc<AtomicU32>>,
 }
 
 /// A handle both interceptors hold.
@@ -221,7 +224,13 @@ impl SharedSendSide {
     /// A send side for one viewer starting at `config`.
     pub fn new(config: BweConfig, stats: Arc<ViewerStats>) -> Self {
         stats.estimate_bps.store(config.start_bps as u64, Ordering::Relaxed);
-        Self(Arc::new(Mutex::new(SendSide { controller: SendController::new(config), stats })))
+        Self(Arc::new(Mutex::new(SendSide { controller: SendController::new(config), stats, playout: None })))
+    }
+
+    /// Publishes the playout delay the send side asks for into `playout`.
+    pub fn with_playout(self, playout: Arc<AtomicU32>) -> Self {
+        self.lock().playout = Some(playout);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, SendSide> {
@@ -239,6 +248,7 @@ impl SendSide {
         v.retransmissions.store(s.pacer.retransmissions + s.pacer.redundant_retransmissions, Ordering::Relaxed);
         v.probes.store(s.pacer.probes, Ordering::Relaxed);
         v.padding_bytes.store(s.pacer.padding_bytes, Ordering::Relaxed);
+        v.acked_bps.store(s.bwe.acked_bps.unwrap_or(0.0) as u64, Ordering::Relaxed);
         v.frames_superseded.store(s.pacer.frames_superseded, Ordering::Relaxed);
         v.app_limited.store(s.app_limited, Ordering::Relaxed);
         v.in_outage.store(s.in_outage, Ordering::Relaxed);
@@ -247,6 +257,11 @@ impl SendSide {
         }
         if self.controller.take_keyframe_request() {
             v.sender_wants_keyframe.store(true, Ordering::Release);
+        }
+        let (min, max) = s.playout_delay;
+        v.playout_min_ms.store(min.as_millis().min(u128::from(u32::MAX)) as u32, Ordering::Relaxed);
+        if let Some(p) = &self.playout {
+            p.store(PlayoutDelay::pack(min, max), Ordering::Relaxed);
         }
     }
 }
@@ -392,6 +407,11 @@ impl PeepPacer {
                         if probe.is_none() {
                             msg.message.add(Attribute::Retransmission);
                         }
+                        self.write_queue.push_back(msg);
+                    }
+                }
+                Release::TailProbe { seq, size } => {
+                    if let Some(msg) = self.padding(now, seq, size) {
                         self.write_queue.push_back(msg);
                     }
                 }
@@ -542,21 +562,32 @@ pub(crate) trait ExtensionSource: Send + Sync {
     /// The extension's URI, as negotiated in SDP.
     fn uri(&self) -> &'static str;
     /// The value for this packet, or `None` to leave it off.
-    fn value(&self, packet: &rtp::Packet) -> Option<Bytes>;
+    fn value(&mut self, packet: &rtp::Packet) -> Option<Bytes>;
 }
 
 /// Playout delay: min and max in 10 ms units, 12 bits each (libwebrtc's
-/// `playout-delay` extension, 3 bytes).
+/// `playout-delay` extension, 3 bytes), as the send side last published it.
 pub(crate) struct PlayoutDelay {
-    value: Bytes,
+    current: Arc<AtomicU32>,
+    /// The packed value and its bytes (rebuilt only when the value changes).
+    cached: (u32, Bytes),
 }
 
 impl PlayoutDelay {
-    pub fn new(min: Duration, max: Duration) -> Self {
-        let units = |d: Duration| (d.as_millis() / 10).min(0xFFF) as u16;
+    /// Writes whatever `current` holds (see [`PlayoutDelay::pack`]).
+    pub fn new(current: Arc<AtomicU32>) -> Self {
+        Self { current, cached: (u32::MAX, Bytes::new()) }
+    }
+
+    /// The extension's 24 bits for (min, max), in an integer.
+    pub fn pack(min: Duration, max: Duration) -> u32 {
+        let units = |d: Duration| (d.as_millis() / 10).min(0xFFF) as u32;
         let (min, max) = (units(min), units(max.max(min)));
-        let value = Bytes::from(vec![(min >> 4) as u8, (((min & 0xF) << 4) | (max >> 8)) as u8, (max & 0xFF) as u8]);
-        Self { value }
+        (min << 12) | max
+    }
+
+    fn bytes(packed: u32) -> Bytes {
+        Bytes::copy_from_slice(&[(packed >> 16) as u8, (packed >> 8) as u8, packed as u8])
     }
 }
 
@@ -565,8 +596,12 @@ impl ExtensionSource for PlayoutDelay {
         PLAYOUT_DELAY_URI
     }
 
-    fn value(&self, _packet: &rtp::Packet) -> Option<Bytes> {
-        Some(self.value.clone())
+    fn value(&mut self, _packet: &rtp::Packet) -> Option<Bytes> {
+        let packed = self.current.load(Ordering::Relaxed);
+        if self.cached.0 != packed {
+            self.cached = (packed, Self::bytes(packed));
+        }
+        Some(self.cached.1.clone())
     }
 }
 
@@ -703,11 +738,20 @@ mod tests {
     }
 
     #[test]
-    fn playout_delay_encodes_min_and_max_in_10_ms_units() {
-        let v = PlayoutDelay::new(Duration::ZERO, Duration::from_millis(200)).value;
-        assert_eq!(&v[..], &[0x00, 0x00, 0x14]);
-        let v = PlayoutDelay::new(Duration::from_millis(100), Duration::from_secs(100)).value;
+    fn playout_delay_encodes_min_and_max_in_10_ms_units_and_follows_the_send_side() {
+        let current = Arc::new(AtomicU32::new(PlayoutDelay::pack(Duration::ZERO, Duration::from_millis(200))));
+        let mut p = PlayoutDelay::new(current.clone());
+        let packet = rtp::Packet::default();
+        assert_eq!(&p.value(&packet).unwrap()[..], &[0x00, 0x00, 0x14]);
         // 10 units, capped at 4095.
-        assert_eq!(&v[..], &[0x00, 0xAF, 0xFF]);
+        current.store(PlayoutDelay::pack(Duration::from_millis(100), Duration::from_secs(100)), Ordering::Relaxed);
+        assert_eq!(&p.value(&packet).unwrap()[..], &[0x00, 0xAF, 0xFF]);
+        // The send side publishes what its controller asks for.
+        let stats = Arc::new(ViewerStats::new());
+        let side = SharedSendSide::new(BweConfig { start_bps: 1e6, min_bps: 1e5, max_bps: 1e7 }, stats.clone())
+            .with_playout(current.clone());
+        side.lock().publish();
+        assert_eq!(&p.value(&packet).unwrap()[..], &[0x00, 0x00, 0x14], "a clean link: min 0, max 200 ms");
+        assert_eq!(stats.playout_min_ms.load(Ordering::Relaxed), 0);
     }
 }

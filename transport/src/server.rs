@@ -10,7 +10,8 @@
 //! | GET | `/s/{token}/events/{session}` | server-sent events: `kicked`, `ended` |
 //!
 //! Errors are plain-text 4xx with a sentence a person can act on: 400 bad
-//! SDP, 401 password required or wrong (`WWW-Authenticate: Bearer`), 404
+//! SDP, 422 no video codec in common (the sentence names what the browser
+//! offered and what would fix it), 401 password required or wrong (`WWW-Authenticate: Bearer`), 404
 //! wrong token or unknown session, 413 body over 64 KiB, 415 wrong content
 //! type, 429 too many wrong passwords (`Retry-After`), 503 share full or
 //! ending. WHEP routes allow cross-origin use, so any WHEP player can watch.
@@ -213,6 +214,11 @@ async fn whep_offer(
         }
         Ok(Err(crate::TransportError::BadOffer(reason))) => {
             refused(text(StatusCode::BAD_REQUEST, &format!("bad SDP offer: {reason}")))
+        }
+        // A valid offer Peep cannot serve: 422, with the sentence the viewer
+        // page shows as it is (and stops retrying on).
+        Ok(Err(crate::TransportError::NoCommonCodec(sentence))) => {
+            refused(text(StatusCode::UNPROCESSABLE_ENTITY, &sentence))
         }
         Ok(Err(e)) => {
             tracing::warn!("answering a viewer failed: {e}");

@@ -1,12 +1,15 @@
-//! A running share: the HTTP server, the viewers, and the fan-out of one
-//! encoded stream to all of them.
+//! A running share: the HTTP server, the viewers, and the fan-out of each
+//! codec's encoded stream to that codec's viewers.
 //!
-//! The app pushes each encoded frame with [`Share::send_frame`] (sync, never
-//! blocks) and forwards [`EncoderRequest`]s from [`Share::encoder_requests`]
-//! to its encoder.
+//! Each viewer gets one codec, negotiated from its offer (H.264 first, VP8
+//! for browsers without H.264; see [`crate::codecs`]). The app runs one
+//! encode per codec in [`Share::codecs_in_use`], pushes each encoded frame
+//! with [`Share::send_encoded`] (sync, never blocks) and forwards
+//! [`EncoderRequest`]s from [`Share::encoder_requests`] to the encoder of
+//! the codec they name.
 //!
 //! Fan-out: the frame's bytes are copied once into a reference-counted
-//! buffer and queued to every connected viewer's sender task through a
+//! buffer and queued to every connected viewer of its codec through a
 //! bounded channel of [`VIEWER_QUEUE_FRAMES`]. **Policy when a viewer's
 //! queue is full:** the frame is dropped for that viewer only, and the
 //! viewer is marked as needing a keyframe (its following frames are skipped
@@ -26,6 +29,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::auth::new_token;
+use crate::codecs::{CodecSet, DEFAULT_PREFERENCE, VideoCodec};
 use crate::error::{Result, TransportError};
 pub use crate::hub::{ENCODER_REQUEST_CAPACITY, EncoderRequest, ShareStats, VIEWER_QUEUE_FRAMES};
 use crate::hub::{Frame, Notice, Shared, lock};
@@ -54,6 +58,9 @@ pub struct ShareConfig {
     pub bitrate: BitrateRange,
     /// Worker threads of the network runtime.
     pub threads: usize,
+    /// Codecs to offer viewers, best first (empty: the default, H.264 then
+    /// VP8). A viewer gets the first its browser can receive.
+    pub codecs: Vec<VideoCodec>,
     /// Fault injection for tests: withhold keyframes from each new viewer
     /// until its decoder asks for one (PLI or FIR).
     #[doc(hidden)]
@@ -70,6 +77,7 @@ impl Default for ShareConfig {
             max_viewers: 16,
             bitrate: BitrateRange::new(1_000_000, 4_000_000),
             threads: 2,
+            codecs: DEFAULT_PREFERENCE.to_vec(),
             fault_drop_first_keyframe: false,
         }
     }
@@ -128,16 +136,27 @@ impl Share {
             vec![config.bind]
         };
         let (requests_tx, requests) = crossbeam_channel::bounded(ENCODER_REQUEST_CAPACITY);
-        let shared = Arc::new(Shared::new(
-            Secret::new(new_token()?),
-            config.password,
-            config.max_viewers,
-            config.bitrate,
-            requests_tx,
-            udp_ips,
-            config.fault_drop_first_keyframe,
-        ));
-        shared.stats.target_bps.store(u64::from(shared.start_bps()), Ordering::Relaxed);
+        let mut preference: Vec<VideoCodec> = Vec::new();
+        for c in if config.codecs.is_empty() { &DEFAULT_PREFERENCE[..] } else { &config.codecs[..] } {
+            if !preference.contains(c) {
+                preference.push(*c);
+            }
+        }
+        let shared = Arc::new(
+            Shared::new(
+                Secret::new(new_token()?),
+                config.password,
+                config.max_viewers,
+                config.bitrate,
+                requests_tx,
+                udp_ips,
+                config.fault_drop_first_keyframe,
+            )
+            .with_preference(preference),
+        );
+        for codec in VideoCodec::ALL {
+            shared.stats.set_target(codec, shared.start_bps(codec));
+        }
         let addr = SocketAddr::new(config.bind, config.port);
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(addr))
@@ -192,9 +211,20 @@ impl Share {
         self.local_addr
     }
 
-    /// Requests for the encoder (keyframes, bitrate).
+    /// Requests for the encoders (keyframes, bitrate), each naming its codec.
     pub fn encoder_requests(&self) -> &crossbeam_channel::Receiver<EncoderRequest> {
         &self.requests
+    }
+
+    /// The codecs connected viewers watch: the encodes the app should run.
+    /// A codec enters with its first connected viewer and leaves with its last.
+    pub fn codecs_in_use(&self) -> CodecSet {
+        self.shared.codecs_in_use()
+    }
+
+    /// The codecs offered to viewers, best first.
+    pub fn codec_preference(&self) -> &[VideoCodec] {
+        &self.shared.preference
     }
 
     /// Share-wide counters.
@@ -226,28 +256,40 @@ impl Share {
         self.metrics().stats_json()
     }
 
-    /// The send backlog the encoder should respect (the longest send queue
-    /// among the viewers the rate follows), updated every 50 ms. The
-    /// encoder skips frames while it is long (see `peep_encode::budget`).
-    pub fn send_backlog(&self) -> crate::rate::SendBacklog {
-        self.shared.backlog.clone()
+    /// The send backlog `codec`'s encoder should respect (the longest send
+    /// queue among that codec's viewers the rate follows), updated every
+    /// 50 ms. The encoder skips frames while it is long (see
+    /// `peep_encode::budget`).
+    pub fn send_backlog(&self, codec: VideoCodec) -> crate::rate::SendBacklog {
+        self.shared.backlogs[codec.index()].clone()
     }
 
-    /// Sends one encoded frame (Annex-B) to every connected viewer. Never
-    /// blocks; see the module docs for what happens to slow viewers.
+    /// Sends one encoded H.264 frame (Annex-B) to every connected H.264
+    /// viewer: [`Share::send_encoded`] with [`VideoCodec::H264`].
     pub fn send_frame(&self, data: &[u8], keyframe: bool, captured_at: Instant) {
+        self.send_encoded(VideoCodec::H264, data, keyframe, captured_at);
+    }
+
+    /// Sends one encoded frame of `codec` (H.264 Annex-B, or one VP8/VP9
+    /// frame) to every connected viewer of that codec. Never blocks; see the
+    /// module docs for what happens to slow viewers.
+    pub fn send_encoded(&self, codec: VideoCodec, data: &[u8], keyframe: bool, captured_at: Instant) {
         let shared = &self.shared;
         shared.stats.frames_in.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         if keyframe {
-            lock(&shared.keyframes).keyframe_sent(now);
+            lock(&shared.keyframes)[codec.index()].keyframe_sent(now);
         }
         let frame = Frame { data: Bytes::copy_from_slice(data), captured_at };
         for v in lock(&shared.viewers).values() {
-            offer_frame(v, &frame, keyframe);
+            if v.codec == codec {
+                offer_frame(v, &frame, keyframe);
+            }
         }
         for p in lock(&shared.publishes).iter() {
-            offer_frame(&p.sink, &frame, keyframe);
+            if p.sink.codec == codec {
+                offer_frame(&p.sink, &frame, keyframe);
+            }
         }
     }
 
@@ -297,11 +339,14 @@ impl Share {
         self.shared.max_viewers.store(max.max(1), Ordering::Relaxed);
     }
 
-    /// Changes the bitrate range (a quality preset change).
+    /// Changes the bitrate range (a quality preset change), for every codec.
     pub fn set_bitrate_range(&self, range: BitrateRange) {
-        if let Some(bps) = lock(&self.shared.rate).set_range(range, Instant::now()) {
-            self.shared.stats.target_bps.store(u64::from(bps), Ordering::Relaxed);
-            let _ = self.shared.requests.try_send(EncoderRequest::SetBitrate(bps));
+        let now = Instant::now();
+        for codec in VideoCodec::ALL {
+            if let Some(bps) = lock(&self.shared.rate)[codec.index()].set_range(range, now) {
+                self.shared.stats.set_target(codec, bps);
+                let _ = self.shared.requests.try_send(EncoderRequest::SetBitrate(codec, bps));
+            }
         }
     }
 
@@ -408,7 +453,7 @@ fn offer_frame(v: &crate::hub::Viewer, frame: &Frame, keyframe: bool) {
         s.frames_skipped.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    if s.pacer_queue() > crate::hub::VIEWER_DROP_QUEUE {
+    if s.pacer_queue() > crate::hub::VIEWER_DROP_QUEUE && !v.governing.load(Ordering::Relaxed) {
         // Its link is far slower than the rate (it is not the one the
         // encoder follows): skip frames until a keyframe.
         s.frames_dropped.fetch_add(1, Ordering::Relaxed);

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::codecs::VideoCodec;
+
 /// A viewer's connection state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -64,6 +66,9 @@ pub struct ViewerStats {
     pub probes: AtomicU64,
     /// Padding bytes sent for probes.
     pub padding_bytes: AtomicU64,
+    /// The estimator's acknowledged rate (what the path delivered over
+    /// busy periods), bps; 0 until measured.
+    pub acked_bps: AtomicU64,
     /// Queued frames a keyframe superseded in the pacer.
     pub frames_superseded: AtomicU64,
     /// Whether the sender is application-limited (static content).
@@ -73,6 +78,9 @@ pub struct ViewerStats {
     pub in_outage: AtomicBool,
     /// Loss in the estimator's last loss window (transport feedback), in 1/256.
     pub feedback_loss_256: AtomicU32,
+    /// The minimum playout delay asked of the viewer, ms (0 on a clean
+    /// link; the round trip plus a margin in loss recovery).
+    pub playout_min_ms: AtomicU32,
     /// The send side asks for a keyframe (after an outage, or a stale queue).
     pub(crate) sender_wants_keyframe: AtomicBool,
     /// The next frame sent to this viewer must be a keyframe.
@@ -109,6 +117,8 @@ pub struct ViewerSnapshot {
     pub id: String,
     /// The viewer's address as the HTTP server saw it.
     pub remote: SocketAddr,
+    /// The codec this viewer is sent.
+    pub codec: VideoCodec,
     /// State.
     pub state: ViewerState,
     /// Time since the viewer's offer arrived.
@@ -137,14 +147,25 @@ pub struct ViewerSnapshot {
     pub nacks: u64,
     /// PLI packets received.
     pub plis: u64,
+    /// Probe clusters sent.
+    pub probes: u64,
+    /// Padding bytes sent for probes.
+    pub padding_bytes: u64,
+    /// Whether the sender is application-limited (sends much less than the estimate).
+    pub app_limited: bool,
+    /// What the path delivered over busy periods, bps (0: not measured yet).
+    pub acked_bps: u64,
+    /// The minimum playout delay asked of the viewer, ms.
+    pub playout_min_ms: u32,
 }
 
 impl ViewerSnapshot {
-    pub(crate) fn of(id: &str, remote: SocketAddr, since: Instant, s: &ViewerStats) -> Self {
+    pub(crate) fn of(id: &str, remote: SocketAddr, codec: VideoCodec, since: Instant, s: &ViewerStats) -> Self {
         let rtt_us = s.rtt_us.load(Ordering::Relaxed);
         Self {
             id: id.to_owned(),
             remote,
+            codec,
             state: s.state(),
             connected_for: since.elapsed(),
             rtt: (rtt_us > 0).then(|| Duration::from_micros(rtt_us)),
@@ -159,6 +180,11 @@ impl ViewerSnapshot {
             retransmissions: s.retransmissions.load(Ordering::Relaxed),
             nacks: s.nack.load(Ordering::Relaxed),
             plis: s.pli.load(Ordering::Relaxed),
+            probes: s.probes.load(Ordering::Relaxed),
+            padding_bytes: s.padding_bytes.load(Ordering::Relaxed),
+            app_limited: s.app_limited.load(Ordering::Relaxed),
+            acked_bps: s.acked_bps.load(Ordering::Relaxed),
+            playout_min_ms: s.playout_min_ms.load(Ordering::Relaxed),
         }
     }
 }

@@ -171,7 +171,7 @@ fn send_side_paces_across_jumps() {
                     (seq, 1200)
                 }
                 Release::Retransmission { seq, .. } => (seq, 1200),
-                Release::Padding { seq, size, .. } => (seq, size),
+                Release::Padding { seq, size, .. } | Release::TailProbe { seq, size } => (seq, size),
             };
             reports.push(acked(id, seq, size, now, now - t0 + ms(20)));
             id += 1;

@@ -150,6 +150,48 @@ fn a_plain_whep_client_gets_201_an_answer_and_a_location_it_can_delete() {
 }
 
 #[test]
+fn an_offer_without_a_common_codec_gets_422_with_the_sentence_the_page_shows() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = share(None);
+    let whep = format!("{}/whep", path_of(&s));
+    let sdp = [("Content-Type", "application/sdp")];
+    // What a browser with only AV1 (and repair formats) would offer.
+    let av1 = offer()
+        .replace("m=video 9 UDP/TLS/RTP/SAVPF 102", "m=video 9 UDP/TLS/RTP/SAVPF 45 46")
+        .replace("a=rtpmap:102 H264/90000", "a=rtpmap:45 AV1/90000\r\na=rtpmap:46 rtx/90000\r\na=fmtp:46 apt=45")
+        .replace("a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n", "");
+    let r = request(s.local_addr(), "POST", &whep, &sdp, av1.as_bytes());
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(
+        r.body,
+        "This browser offered the video codecs AV1, but Peep sends H.264, VP9 or VP8. Open the link in a browser \
+         that plays H.264, VP9 or VP8 over WebRTC (current Firefox, Chrome, Edge or Safari do), or turn H.264, VP9 \
+         or VP8 back on in this browser's settings."
+    );
+    assert!(r.headers.contains("access-control-allow-origin: *"), "WHEP players on other origins can read it");
+    // H.264 in a form Peep cannot send (packetization-mode 0 only) is named as such.
+    let mode0 = offer().replace("packetization-mode=1", "packetization-mode=0");
+    let r = request(s.local_addr(), "POST", &whep, &sdp, mode0.as_bytes());
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body.starts_with("This browser offered the video codecs H.264 (in a form Peep cannot send), but"),
+        "{}",
+        r.body
+    );
+    assert_eq!(s.stats().offers_refused.load(Relaxed), 2);
+    assert!(s.viewers().is_empty(), "no peer connection was kept");
+    // The same share still answers a browser it can serve, with its codec.
+    let vp8 = offer()
+        .replace("a=rtpmap:102 H264/90000", "a=rtpmap:102 VP8/90000")
+        .replace("a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n", "");
+    let r = request(s.local_addr(), "POST", &whep, &sdp, vp8.as_bytes());
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(r.body.contains("VP8/90000") && !r.body.contains("H264"), "answers with VP8 only: {}", r.body);
+    assert_eq!(s.viewers().iter().map(|v| v.codec).collect::<Vec<_>>(), [peep_transport::VideoCodec::Vp8]);
+    assert_still_serving(&s);
+}
+
+#[test]
 fn password_is_required_checked_and_throttled_and_viewer_limit_holds() {
     let s = share(Some("hunter2"));
     let whep = format!("{}/whep", path_of(&s));

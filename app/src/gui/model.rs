@@ -645,6 +645,7 @@ mod tests {
         let viewer = |id: &str| ViewerSnapshot {
             id: id.into(),
             remote: "127.0.0.1:5".parse().expect("addr"),
+            codec: peep_transport::VideoCodec::H264,
             state: peep_transport::ViewerState::Connected,
             connected_for: std::time::Duration::from_secs(3),
             rtt: None,
@@ -659,6 +660,11 @@ mod tests {
             retransmissions: 7,
             nacks: 3,
             plis: 1,
+            probes: 0,
+            padding_bytes: 0,
+            app_limited: false,
+            acked_bps: 0,
+            playout_min_ms: 0,
         };
         for i in 0..(HISTORY + 10) {
             m.apply(Event::Status(Status {

@@ -259,12 +259,16 @@ fn sharing(ui: &mut egui::Ui, model: &mut Model, commands: &mut Vec<Command>) {
     ui.separator();
     ui.strong(format!("Viewers ({})", s.viewers.len()));
     egui::Grid::new("viewers").striped(true).show(ui, |ui| {
-        for h in ["address", "state", "RTT", "estimate", "queue", "rtx", "NACK/PLI", "connected", ""] {
+        for h in ["address", "codec", "state", "RTT", "estimate", "queue", "rtx", "NACK/PLI", "connected", ""] {
             ui.small(h);
         }
         ui.end_row();
         for v in &s.viewers {
             ui.label(v.remote.ip().to_string());
+            ui.label(v.codec.name()).on_hover_text(match v.codec {
+                peep_transport::VideoCodec::H264 => "H.264: the browser plays H.264",
+                _ => "this browser has no H.264: Peep runs a second encoder for it",
+            });
             ui.label(format!("{:?}", v.state).to_lowercase());
             ui.label(v.rtt.map_or("-".into(), |r| format!("{:.1} ms", r.as_secs_f64() * 1e3)));
             ui.label(format!("{} kbps", v.estimate_bps / 1000));

@@ -236,16 +236,24 @@ impl Browser {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let (read_fd, write_fd) = (commands_rx.as_raw_fd(), replies_tx.as_raw_fd());
-        // SAFETY: between fork and exec only async-signal-safe calls (dup2)
-        // run; they give the child the two pipe ends Chromium's
+        // SAFETY: between fork and exec only async-signal-safe calls (fcntl,
+        // dup2, close) run; they give the child the two pipe ends Chromium's
         // --remote-debugging-pipe expects as fds 3 (commands) and 4 (replies),
-        // without the close-on-exec flag.
+        // without the close-on-exec flag. The ends are first copied above 4:
+        // either may itself be fd 3 or 4 (the lowest free numbers), and
+        // dup2-ing in place would then clobber the other, or keep
+        // close-on-exec (dup2 onto itself changes nothing).
         unsafe {
             command.pre_exec(move || {
-                for (from, to) in [(read_fd, 3), (write_fd, 4)] {
+                let high = [libc::fcntl(read_fd, libc::F_DUPFD, 10), libc::fcntl(write_fd, libc::F_DUPFD, 10)];
+                if high.iter().any(|fd| *fd < 0) {
+                    return Err(std::io::Error::last_os_error());
+                }
+                for (from, to) in [(high[0], 3), (high[1], 4)] {
                     if libc::dup2(from, to) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
+                    libc::close(from);
                 }
                 Ok(())
             });

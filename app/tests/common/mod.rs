@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod firefox;
 pub mod janus;
 pub mod lab;
 pub mod load;

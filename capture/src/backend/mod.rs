@@ -11,6 +11,8 @@ pub mod macos_logic;
 pub mod synthetic;
 #[cfg(target_os = "linux")]
 pub mod x11;
+#[cfg(target_os = "linux")]
+mod x11_wire;
 
 /// What one capture tick did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

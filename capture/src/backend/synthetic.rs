@@ -16,6 +16,8 @@ pub struct SyntheticBackend {
     scene: SyntheticScene,
     index: u64,
     stride_bytes: usize,
+    /// Index of the last published frame.
+    last_published: Option<u64>,
 }
 
 impl SyntheticBackend {
@@ -28,12 +30,13 @@ impl SyntheticBackend {
             scene: SyntheticScene::new(width as usize, height as usize, scene),
             index: 0,
             stride_bytes: width as usize * 4,
+            last_published: None,
         })
     }
 
     /// Changes the size from the next frame on (like a window resize).
     pub fn resize(&mut self, width: u32, height: u32) -> Result<()> {
-        *self = Self { index: self.index, ..Self::new(width, height, self.scene.scene())? };
+        *self = Self { index: self.index, last_published: None, ..Self::new(width, height, self.scene.scene())? };
         Ok(())
     }
 }
@@ -54,16 +57,27 @@ impl CaptureBackend for SyntheticBackend {
         self.scene.render_content(self.index, bytes, self.stride_bytes);
         let captured_at = Instant::now();
         self.scene.render_mark(bytes, self.stride_bytes, FrameMark::now(self.index as u32));
+        // Damage since the last published frame: known for consecutive
+        // frames; unknown after a gap (or the first frame).
+        let damage = match self.last_published {
+            Some(last) if last + 1 == self.index => self.scene.damage(self.index),
+            Some(_) if !self.scene.changed(self.index) => Some(crate::frame::DamageRect::EMPTY),
+            _ => None,
+        };
+        self.last_published = Some(self.index);
         self.index += 1;
-        slot.publish(FrameMeta {
-            width: self.scene.width() as u32,
-            height: height as u32,
-            stride_bytes: self.stride_bytes,
-            format: PixelFormat::Bgrx,
-            captured_at,
-            seq,
-            changed,
-        });
+        slot.publish_with_damage(
+            FrameMeta {
+                width: self.scene.width() as u32,
+                height: height as u32,
+                stride_bytes: self.stride_bytes,
+                format: PixelFormat::Bgrx,
+                captured_at,
+                seq,
+                changed,
+            },
+            damage,
+        );
         Ok(Tick::Published { changed })
     }
 

@@ -26,20 +26,21 @@ use std::time::Instant;
 
 use x11rb::connection::{Connection, RequestConnection};
 use x11rb::errors::{ConnectionError, ReplyError, ReplyOrIdError};
+use x11rb::protocol::ErrorKind;
 use x11rb::protocol::Event;
 use x11rb::protocol::composite::{self, ConnectionExt as _};
-use x11rb::protocol::damage::{self, ConnectionExt as _};
+use x11rb::protocol::damage;
 use x11rb::protocol::randr::ConnectionExt as _;
 use x11rb::protocol::shm::{self, ConnectionExt as _};
 use x11rb::protocol::xfixes::{self, ConnectionExt as _};
 use x11rb::protocol::xproto::{self, ConnectionExt as _};
 use x11rb::rust_connection::RustConnection;
 use x11rb::x11_utils::X11Error;
-use x11rb::{NONE, protocol::ErrorKind};
 
+use super::x11_wire::{Extensions, Wire, WireError};
 use super::{CaptureBackend, Tick};
 use crate::error::{CaptureError, Result};
-use crate::frame::{FrameMeta, PixelFormat};
+use crate::frame::{DamageRect, FrameMeta, PixelFormat};
 use crate::ring::{RingProducer, SlotMemory};
 use crate::source::{SourceId, SourceInfo, SourceKind, Thumbnail};
 
@@ -89,6 +90,9 @@ struct Atoms {
 #[derive(Clone)]
 pub struct X11Session {
     conn: Arc<RustConnection>,
+    /// The display name given to `connect_to` (`None`: `$DISPLAY`), for the
+    /// capture's own connection.
+    display: Option<String>,
     screen_num: usize,
     atoms: Atoms,
 }
@@ -117,7 +121,7 @@ impl X11Session {
             net_wm_name: intern(b"_NET_WM_NAME")?,
             utf8_string: intern(b"UTF8_STRING")?,
         };
-        Ok(Self { conn, screen_num, atoms })
+        Ok(Self { conn, display: display.map(str::to_owned), screen_num, atoms })
     }
 
     fn screen(&self) -> &xproto::Screen {
@@ -338,6 +342,15 @@ impl Rect {
         (x1 > x0 && y1 > y0).then(|| Rect { x: x0, y: y0, width: (x1 - x0) as u32, height: (y1 - y0) as u32 })
     }
 
+    /// The smallest rectangle covering both.
+    fn union(self, other: Option<Rect>) -> Rect {
+        let Some(o) = other else { return self };
+        let (x0, y0) = (self.x.min(o.x), self.y.min(o.y));
+        let x1 = (self.x + self.width as i32).max(o.x + o.width as i32);
+        let y1 = (self.y + self.height as i32).max(o.y + o.height as i32);
+        Rect { x: x0, y: y0, width: (x1 - x0) as u32, height: (y1 - y0) as u32 }
+    }
+
     fn intersects(&self, other: &Rect) -> bool {
         self.x < other.x + other.width as i32
             && other.x < self.x + self.width as i32
@@ -447,8 +460,17 @@ pub struct X11Capture {
     /// Capture rectangle in the drawable's coordinates (root: screen coordinates).
     rect: Rect,
     format: PixelFormat,
+    /// The hot-path connection: DAMAGE, cursor-shape events, ShmGetImage,
+    /// QueryPointer (no allocation per frame).
+    wire: Wire,
     damage: Option<damage::Damage>,
     dirty: bool,
+    /// The next frame's damage rectangle is unknown (first frame, resizes,
+    /// remaps, settings): publish it as "everything may have changed".
+    damage_unknown: bool,
+    /// Where the cursor was or is drawn, if it moved or changed shape since
+    /// the last frame (capture-area coordinates).
+    cursor_damage: Option<Rect>,
     cursor: Cursor,
     has_xfixes: bool,
     description: String,
@@ -475,9 +497,15 @@ impl X11Capture {
             conn.xfixes_query_version(5, 0)?.reply()?;
         }
         let has_damage = has_xfixes && session.has_extension(damage::X11_EXTENSION_NAME)?;
-        if has_damage {
-            conn.damage_query_version(1, 1)?.reply()?;
-        }
+        let info = |name: &'static str| -> Result<Option<(u8, u8)>> {
+            Ok(conn.extension_information(name)?.map(|i| (i.major_opcode, i.first_event)))
+        };
+        let ext = Extensions {
+            shm_opcode: info(shm::X11_EXTENSION_NAME)?.ok_or(CaptureError::MissingExtension("MIT-SHM"))?.0,
+            damage: if has_damage { info(damage::X11_EXTENSION_NAME)? } else { None },
+            xfixes: if has_xfixes { info(xfixes::X11_EXTENSION_NAME)? } else { None },
+        };
+        let mut wire = Wire::connect(session.display.as_deref(), ext)?;
         let root = session.root();
         let (target, rect, drawable, format, description) = match id {
             SourceId::Screen | SourceId::Monitor(_) => {
@@ -526,34 +554,38 @@ impl X11Capture {
             }
             SourceId::Synthetic(_) => return Err(CaptureError::UnknownSource(id.to_string())),
         };
+        conn.flush()?;
         let damage = if has_damage {
-            let d = conn.generate_id()?;
-            conn.damage_create(d, drawable, damage::ReportLevel::NON_EMPTY)?;
+            let d = wire.generate_id()?;
+            wire.damage_create(d, drawable)?;
             Some(d)
         } else {
             None
         };
         if has_xfixes {
-            conn.xfixes_select_cursor_input(root, xfixes::CursorNotifyMask::DISPLAY_CURSOR)?;
+            wire.select_cursor_input(root)?;
         }
-        conn.flush()?;
+        // Report a bad drawable now rather than as a stray error later.
+        wire.sync()?;
+        if let Some(e) = wire.take_async_error() {
+            return Err(x11_err(format!("setting up change notifications failed: {e:?}")));
+        }
         let mut capture = Self {
             session,
             target,
             rect,
             format,
+            wire,
             damage,
             dirty: true,
+            damage_unknown: true,
+            cursor_damage: None,
             cursor: Cursor { visible: has_xfixes, shape_changed: true, ..Cursor::default() },
             has_xfixes,
             description,
         };
         capture.rename_pixmap()?;
         Ok(capture)
-    }
-
-    fn conn(&self) -> &RustConnection {
-        &self.session.conn
     }
 
     fn gone(&self) -> CaptureError {
@@ -584,8 +616,14 @@ impl X11Capture {
             Err(ReplyError::X11Error(e)) if e.error_kind == ErrorKind::Window => return Err(self.gone()),
             Err(e) => return Err(e.into()),
         }
-        self.dirty = true;
+        self.mark_all_dirty();
         Ok(())
+    }
+
+    /// The next frame may differ anywhere (no damage rectangle for it).
+    fn mark_all_dirty(&mut self) {
+        self.dirty = true;
+        self.damage_unknown = true;
     }
 
     fn handle_error(&self, e: &X11Error) -> Result<()> {
@@ -602,7 +640,37 @@ impl X11Capture {
         }
     }
 
+    /// Applies what the capture connection has seen (damage, cursor shape
+    /// changes, errors of requests without replies). Returns whether
+    /// anything changed.
+    fn apply_wire_events(&mut self) -> Result<bool> {
+        let seen = self.wire.take_seen();
+        if seen.damage {
+            self.dirty = true;
+        }
+        if seen.cursor_shape {
+            self.cursor.shape_changed = true;
+        }
+        if let Some(e) = self.wire.take_async_error() {
+            self.handle_wire_error(&e)?;
+        }
+        Ok(seen.damage || (seen.cursor_shape && self.cursor.visible))
+    }
+
+    fn handle_wire_error(&self, e: &WireError) -> Result<()> {
+        // Core error codes: BadWindow 3, BadDrawable 9.
+        match &self.target {
+            Target::Window { id, .. } if matches!(e.code, 3 | 9) && e.bad_value == *id => Err(self.gone()),
+            _ => {
+                tracing::debug!(?e, "X11 error on the capture connection");
+                Ok(())
+            }
+        }
+    }
+
     fn drain_events(&mut self) -> Result<()> {
+        self.wire.drain()?;
+        self.apply_wire_events()?;
         let mut rename = false;
         while let Some(event) = self.session.conn.poll_for_event()? {
             match event {
@@ -650,7 +718,7 @@ impl X11Capture {
                             CaptureError::UnknownSource(_) => self.gone(),
                             e => e,
                         })?;
-                        self.dirty = true;
+                        self.mark_all_dirty();
                     }
                     _ => {}
                 },
@@ -668,29 +736,34 @@ impl X11Capture {
     fn update_cursor(&mut self) -> Result<()> {
         let conn = self.session.conn.clone();
         if self.cursor.shape_changed {
+            // Where the old shape was drawn must be redrawn.
+            self.cursor_damage = Some(self.cursor.rect(self.cursor.pos).union(self.cursor_damage));
             let img = conn.xfixes_get_cursor_image()?.reply()?;
             self.cursor.image.clear();
             self.cursor.image.extend_from_slice(&img.cursor_image);
             (self.cursor.width, self.cursor.height, self.cursor.xhot, self.cursor.yhot) =
                 (img.width, img.height, img.xhot, img.yhot);
             self.cursor.shape_changed = false;
+            self.cursor_damage = Some(self.cursor.rect(self.cursor.pos).union(self.cursor_damage));
             self.dirty = true;
         }
-        let pos = match &self.target {
-            Target::Root { .. } => {
-                let p = conn.query_pointer(self.session.root())?.reply()?;
-                (i32::from(p.root_x) - self.rect.x, i32::from(p.root_y) - self.rect.y)
-            }
-            Target::Window { id, .. } => match conn.query_pointer(*id)?.reply() {
+        let pos = match self.target {
+            Target::Root { .. } => match self.wire.query_pointer(self.session.root())? {
+                Ok(p) => (i32::from(p.root_x) - self.rect.x, i32::from(p.root_y) - self.rect.y),
+                Err(e) => return Err(x11_err(format!("QueryPointer failed: {e:?}"))),
+            },
+            Target::Window { id, .. } => match self.wire.query_pointer(id)? {
                 Ok(p) => (i32::from(p.win_x), i32::from(p.win_y)),
-                Err(ReplyError::X11Error(e)) if e.error_kind == ErrorKind::Window => return Err(self.gone()),
-                Err(e) => return Err(e.into()),
+                Err(e) if e.code == 3 => return Err(self.gone()), // BadWindow
+                Err(e) => return Err(x11_err(format!("QueryPointer failed: {e:?}"))),
             },
         };
         if pos != self.cursor.pos {
             let area = Rect { x: 0, y: 0, width: self.rect.width, height: self.rect.height };
             if self.cursor.rect(pos).intersects(&area) || self.cursor.rect(self.cursor.pos).intersects(&area) {
                 self.dirty = true;
+                let moved = self.cursor.rect(pos).union(Some(self.cursor.rect(self.cursor.pos)));
+                self.cursor_damage = Some(moved.union(self.cursor_damage));
             }
             self.cursor.pos = pos;
         }
@@ -749,7 +822,7 @@ impl CaptureBackend for X11Capture {
             self.update_cursor()?;
         }
         if self.damage.is_none() {
-            self.dirty = true; // no DAMAGE extension: every tick is a change
+            self.mark_all_dirty(); // no DAMAGE extension: every tick is a change
         }
         let Some(drawable) = self.drawable() else { return Ok(Tick::Unchanged) };
         if !self.dirty && !force {
@@ -758,7 +831,7 @@ impl CaptureBackend for X11Capture {
         let changed = self.dirty;
         if let Some(d) = self.damage {
             // Before the read: changes during or after it raise damage again.
-            self.conn().damage_subtract(d, NONE, NONE)?;
+            self.wire.damage_subtract_all(d)?;
         }
         self.dirty = false;
         let Rect { x, y, width, height } = self.rect;
@@ -771,22 +844,9 @@ impl CaptureBackend for X11Capture {
         let memory = slot.ensure(stride_bytes * height as usize, |len| alloc_shm(&conn, len))?;
         let seg = memory.key() as shm::Seg;
         let captured_at = Instant::now();
-        let reply = conn
-            .shm_get_image(
-                drawable,
-                x as i16,
-                y as i16,
-                width as u16,
-                height as u16,
-                !0,
-                xproto::ImageFormat::Z_PIXMAP.into(),
-                seg,
-                0,
-            )?
-            .reply();
-        match reply {
-            Ok(_) => {}
-            Err(ReplyError::X11Error(e)) => {
+        match self.wire.shm_get_image(drawable, (x as i16, y as i16, width as u16, height as u16), seg)? {
+            Ok(()) => {}
+            Err(e) => {
                 return match &self.target {
                     // The window went away or was unmapped/resized in the meantime:
                     // the next tick's events say which.
@@ -794,19 +854,41 @@ impl CaptureBackend for X11Capture {
                         if conn.get_window_attributes(*id)?.reply().is_err() {
                             Err(self.gone())
                         } else {
-                            self.dirty = true;
+                            self.mark_all_dirty();
                             Ok(Tick::Unchanged)
                         }
                     }
                     Target::Root { .. } => Err(x11_err(format!("ShmGetImage failed: {e:?}"))),
                 };
             }
-            Err(e) => return Err(e.into()),
         }
         if self.cursor.visible && !self.cursor.image.is_empty() {
             blend_cursor(memory.as_mut_slice(), width, height, stride_bytes, &self.cursor);
         }
-        slot.publish(FrameMeta { width, height, stride_bytes, format: self.format, captured_at, seq, changed });
+        // Everything DAMAGE reported up to the reply is in this picture.
+        let reported = self.wire.take_damage();
+        let damage = if std::mem::take(&mut self.damage_unknown) {
+            None
+        } else {
+            // DAMAGE areas are in the drawable's coordinates: the root's
+            // for screens and monitors, the window's (= the frame's) for
+            // windows.
+            let (dx, dy) = match self.target {
+                Target::Root { .. } => (i64::from(x), i64::from(y)),
+                Target::Window { .. } => (0, 0),
+            };
+            let clip = |x: i64, y: i64, w: u32, h: u32| DamageRect::clipped(x, y, w.into(), h.into(), width, height);
+            let screen = reported
+                .map_or(DamageRect::EMPTY, |a| clip(i64::from(a.x) - dx, i64::from(a.y) - dy, a.width, a.height));
+            let cursor =
+                self.cursor_damage.map_or(DamageRect::EMPTY, |c| clip(c.x.into(), c.y.into(), c.width, c.height));
+            Some(screen.union(cursor))
+        };
+        self.cursor_damage = None;
+        slot.publish_with_damage(
+            FrameMeta { width, height, stride_bytes, format: self.format, captured_at, seq, changed },
+            damage,
+        );
         Ok(Tick::Published { changed })
     }
 
@@ -816,11 +898,29 @@ impl CaptureBackend for X11Capture {
 
     fn set_cursor(&mut self, visible: bool) {
         self.cursor.visible = visible && self.has_xfixes;
-        self.dirty = true;
+        self.mark_all_dirty();
     }
 
     fn describe(&self) -> String {
         self.description.clone()
+    }
+
+    /// Waits on the capture connection's socket for DAMAGE (or a cursor
+    /// shape change, when the cursor is drawn). Structure changes (resizes,
+    /// unmaps) arrive on the session's connection and are noticed by the
+    /// driver's next poll, at most one frame period later; so are cursor
+    /// moves, which X11 does not report to a non-grabbing client without
+    /// XInput.
+    fn wait_for_change(&mut self, deadline: Instant) -> Result<bool> {
+        loop {
+            self.wire.drain()?;
+            if self.apply_wire_events()? {
+                return Ok(true);
+            }
+            if !self.wire.wait_readable(Some(deadline))? {
+                return Ok(false);
+            }
+        }
     }
 }
 
@@ -828,7 +928,7 @@ impl Drop for X11Capture {
     fn drop(&mut self) {
         let conn = &self.session.conn;
         if let Some(d) = self.damage {
-            let _ = conn.damage_destroy(d);
+            let _ = self.wire.damage_destroy(d);
         }
         if let Target::Window { id, pixmap, .. } = &self.target {
             if let Some(p) = pixmap {

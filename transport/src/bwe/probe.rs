@@ -1,5 +1,5 @@
 //! Probing: finding out quickly how much the path carries, instead of
-//! creeping up 8 % per second.
+//! creeping up a few per cent per second.
 //!
 //! A **probe cluster** is a short burst (≥ [`PROBE_DURATION`], ≥
 //! [`PROBE_MIN_PACKETS`] packets) sent at a target rate. The pacer sends
@@ -216,7 +216,7 @@ impl ProbeController {
 
     /// The delivered rate rose far above the last known capacity: the link
     /// got faster. Probe at [`EXPONENTIAL_FACTOR`] × the estimate instead of
-    /// creeping up 8 % per second (at most once per [`GROWTH_PROBE_INTERVAL`]).
+    /// creeping up a few per cent per second (at most once per [`GROWTH_PROBE_INTERVAL`]).
     pub fn on_capacity_grew(&mut self, now: Instant, estimate_bps: f64) {
         if self.busy()
             || estimate_bps >= self.max_bps

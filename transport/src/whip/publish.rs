@@ -42,7 +42,7 @@ use super::protocol::{
 };
 use super::remb::RembTap;
 use super::{PublishState, PublishStatus, WhipConfig};
-use crate::codecs::{choose_payload_type, h264_codecs};
+use crate::codecs::{VideoCodec, choose_payload_type, h264_codecs};
 use crate::hub::{Frame, Notice, PeerHandle, Publish, Shared, VIEWER_QUEUE_FRAMES, Viewer, lock, truncate};
 use crate::keyframe::KeyframeReason;
 use crate::peer::{CONNECT_TIMEOUT, ICE_DISCONNECTED_TIMEOUT, ICE_FAILED_TIMEOUT, media_engine_and_registry};
@@ -159,7 +159,7 @@ async fn attempt(
     let stats = Arc::new(ViewerStats::new());
     let remb_bps = Arc::new(AtomicU64::new(0));
     let range = shared.range();
-    let (media, registry) = match media_engine_and_registry(&stats, range.ceiling_bps) {
+    let (media, registry) = match media_engine_and_registry(&stats, VideoCodec::H264, range.ceiling_bps) {
         Ok(m) => m,
         Err(e) => return Ended::Lost(media_err("cannot set up WebRTC", e)),
     };
@@ -275,7 +275,11 @@ async fn attempt(
             )
         })?;
         wait_connected(state.clone()).await?;
-        let pt = sender.get_parameters().await.ok().and_then(|p| choose_payload_type(&p.rtp_parameters.codecs));
+        let pt = sender
+            .get_parameters()
+            .await
+            .ok()
+            .and_then(|p| choose_payload_type(VideoCodec::H264, &p.rtp_parameters.codecs));
         pt.ok_or_else(|| {
             WhipError::new(
                 WhipErrorKind::Refused,
@@ -303,6 +307,7 @@ async fn attempt(
     let (notice, _) = watch::channel(Notice::None);
     let sink = Arc::new(Viewer {
         id: "whip".to_owned(),
+        codec: VideoCodec::H264,
         remote: SocketAddr::from(([0, 0, 0, 0], 0)),
         since: Instant::now(),
         stats: stats.clone(),
@@ -311,6 +316,7 @@ async fn attempt(
         peer: peer.clone(),
         fault_drop_keyframe: AtomicBool::new(false),
         recovering: AtomicBool::new(false),
+        governing: AtomicBool::new(false),
     });
     stats.set_state(ViewerState::Connected);
     let publish = Arc::new(Publish { sink: sink.clone(), remb_bps });
@@ -320,7 +326,7 @@ async fn attempt(
     policy.on_live();
     status.set(PublishState::Live, None, None);
     tracing::info!("WHIP: publishing to {}", status.server);
-    shared.request_keyframe(KeyframeReason::NewViewer);
+    shared.request_keyframe(VideoCodec::H264, KeyframeReason::NewViewer);
 
     let ended = send_frames(
         shared,
@@ -373,9 +379,9 @@ async fn send_frames(
                 if let TrackLocalEvent::OnRtcpPacket(packets) = event {
                     for p in packets {
                         if p.as_any().is::<PictureLossIndication>() {
-                            shared.request_keyframe(KeyframeReason::Pli);
+                            shared.request_keyframe(VideoCodec::H264, KeyframeReason::Pli);
                         } else if p.as_any().is::<FullIntraRequest>() {
-                            shared.request_keyframe(KeyframeReason::Fir);
+                            shared.request_keyframe(VideoCodec::H264, KeyframeReason::Fir);
                         }
                     }
                 }
@@ -430,7 +436,7 @@ async fn send_frames(
                         stats.needs_keyframe.store(true, Ordering::Relaxed);
                         disconnected_since = None;
                         restart_tried = false;
-                        shared.request_keyframe(KeyframeReason::Recovery);
+                        shared.request_keyframe(VideoCodec::H264, KeyframeReason::Recovery);
                     }
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
                         break Ended::Lost(WhipError::new(

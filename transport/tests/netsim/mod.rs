@@ -18,7 +18,15 @@
 //!   per [`PLI_INTERVAL`] while waiting); frames decode when complete and
 //!   their predecessor decoded (keyframes always); freezes by the
 //!   `getStats()` definition (an inter-frame gap above
-//!   max(3 × average, average + 150 ms)).
+//!   max(3 × average, average + 150 ms)). Rendering follows the playout
+//!   delay the sender writes on each packet, as Chromium does: a minimum of
+//!   0 (with a maximum ≤ 500 ms) selects its low-latency renderer, which
+//!   shows each frame as soon as it is decoded — no jitter buffer, so every
+//!   retransmission is a visible stall (what the real link showed; an
+//!   earlier model smoothed with a jitter buffer regardless and passed T3
+//!   while Chromium froze); otherwise frames are held until their expected
+//!   arrival plus a delay between the minimum and the maximum, following
+//!   the delay variation the receiver sees.
 //! * **Encoder model**: frames at up to `fps`, sizes from the content (busy:
 //!   the rate target ÷ fps, ±30 %, up to what the content needs; static:
 //!   nothing but a 200-byte keep-alive per second; a full-screen change: one
@@ -169,10 +177,12 @@ pub struct Sample {
     pub static_content: bool,
 }
 
-/// The jitter buffer model's longest delay (the playout-delay extension's maximum).
-pub const PLAYOUT_MAX: Duration = Duration::from_millis(200);
 /// Window over which the jitter buffer model sizes itself.
 pub const JITTER_WINDOW: Duration = Duration::from_secs(3);
+
+/// Chromium's low-latency renderer is used for a minimum playout delay of
+/// 0 and a maximum up to this.
+pub const LOW_LATENCY_MAX_PLAYOUT: Duration = Duration::from_millis(500);
 
 /// A decoded frame.
 #[derive(Debug, Clone, Copy)]
@@ -183,11 +193,14 @@ pub struct Decoded {
     pub captured: Duration,
     /// Decode time (receiver, our clock): when the frame was complete.
     pub decoded: Duration,
-    /// Render time through a Chromium-like jitter buffer: frames are held
-    /// until `captured + min delay + target`, where the target follows the
+    /// Render time as Chromium would render it (see the module docs): at
+    /// decode with a minimum playout delay of 0; otherwise held until
+    /// `captured + smallest delay seen + target`, where the target is the
     /// 95th percentile of the delay variation of the last [`JITTER_WINDOW`]
-    /// of frames, up to [`PLAYOUT_MAX`].
+    /// of frames, clamped to the playout delay's minimum and maximum.
     pub rendered: Duration,
+    /// The playout delay (min, max) the frame's packets carried.
+    pub playout: (Duration, Duration),
     /// Keyframe?
     pub keyframe: bool,
     /// First frame of a full-screen change?
@@ -315,7 +328,7 @@ impl Paced for SimPacket {
 /// What crosses the link.
 #[derive(Debug, Clone)]
 enum Wire {
-    Media { twcc: u16, seq: u16, packet: SimPacket },
+    Media { twcc: u16, seq: u16, packet: SimPacket, playout: (Duration, Duration) },
     Padding { twcc: u16, seq: u16 },
     Cross,
 }
@@ -340,6 +353,23 @@ impl Rng {
     }
 }
 
+/// A frame the receiver has packets of.
+struct PartialFrame {
+    received: u16,
+    packets: u16,
+    keyframe: bool,
+    change: bool,
+    captured: Duration,
+    /// The playout delay (min, max) its packets carried.
+    playout: (Duration, Duration),
+}
+
+impl PartialFrame {
+    fn complete(&self) -> bool {
+        self.received >= self.packets
+    }
+}
+
 struct Receiver {
     /// twcc seq → arrival (receiver clock), in arrival order of seq space.
     arrivals: BTreeMap<u16, Duration>,
@@ -349,7 +379,7 @@ struct Receiver {
     highest_seq: Option<u16>,
     /// Missing media seq → (first detected, last NACK, retries).
     missing: BTreeMap<u16, (Duration, Duration, u32)>,
-    frames: BTreeMap<u64, (u16, u16, bool, bool, Duration)>,
+    frames: BTreeMap<u64, PartialFrame>,
     last_decoded: Option<u64>,
     waiting_for_keyframe: bool,
     last_pli: Option<Duration>,
@@ -470,17 +500,18 @@ impl Receiver {
         if duplicate {
             return;
         }
-        if let Wire::Media { packet, .. } = wire {
+        if let Wire::Media { packet, playout, .. } = wire {
             self.delivered_bits += size as f64 * 8.0;
             self.seq_frame.insert(seq, packet.frame);
-            let entry = self.frames.entry(packet.frame).or_insert((
-                0,
-                packet.packets_in_frame,
-                packet.keyframe,
-                packet.change,
-                packet.captured,
-            ));
-            entry.0 += 1;
+            let entry = self.frames.entry(packet.frame).or_insert(PartialFrame {
+                received: 0,
+                packets: packet.packets_in_frame,
+                keyframe: packet.keyframe,
+                change: packet.change,
+                captured: packet.captured,
+                playout: *playout,
+            });
+            entry.received += 1;
             self.try_decode(now, decoded);
         }
     }
@@ -498,13 +529,12 @@ impl Receiver {
         loop {
             // The newest complete keyframe newer than what was decoded lets us skip ahead.
             let next = self.last_decoded.map_or(0, |f| f + 1);
-            let complete = |f: &(u16, u16, bool, bool, Duration)| f.0 >= f.1;
             let candidate = if self.waiting_for_keyframe {
-                self.frames.iter().find(|(id, f)| **id >= next && f.2 && complete(f)).map(|(id, _)| *id)
-            } else if self.frames.get(&next).is_some_and(complete) {
+                self.frames.iter().find(|(id, f)| **id >= next && f.keyframe && f.complete()).map(|(id, _)| *id)
+            } else if self.frames.get(&next).is_some_and(PartialFrame::complete) {
                 Some(next)
             } else {
-                self.frames.iter().find(|(id, f)| **id > next && f.2 && complete(f)).map(|(id, _)| *id)
+                self.frames.iter().find(|(id, f)| **id > next && f.keyframe && f.complete()).map(|(id, _)| *id)
             };
             let Some(id) = candidate else { return };
             let f = self.frames.remove(&id).expect("candidate exists");
@@ -512,7 +542,7 @@ impl Receiver {
             self.last_decoded = Some(id);
             self.waiting_for_keyframe = false;
             // Jitter buffer model.
-            let delay = now - f.4;
+            let delay = now - f.captured;
             self.frame_delays.push_back((now, delay));
             while self.frame_delays.front().is_some_and(|(t, _)| now - *t > JITTER_WINDOW) {
                 self.frame_delays.pop_front();
@@ -521,10 +551,24 @@ impl Receiver {
             delays.sort();
             let min = delays[0];
             let p95 = delays[((delays.len() - 1) as f64 * 0.95).round() as usize];
-            let target = (p95 - min).min(PLAYOUT_MAX);
-            let rendered = now.max(f.4 + min + target).max(self.last_render);
+            let (playout_min, playout_max) = f.playout;
+            let rendered = if playout_min.is_zero() && playout_max <= LOW_LATENCY_MAX_PLAYOUT {
+                now
+            } else {
+                let target = (p95 - min).clamp(playout_min, playout_max.max(playout_min));
+                now.max(f.captured + min + target)
+            }
+            .max(self.last_render);
             self.last_render = rendered;
-            decoded.push(Decoded { frame: id, captured: f.4, decoded: now, rendered, keyframe: f.2, change: f.3 });
+            decoded.push(Decoded {
+                frame: id,
+                captured: f.captured,
+                decoded: now,
+                rendered,
+                keyframe: f.keyframe,
+                change: f.change,
+                playout: f.playout,
+            });
         }
     }
 
@@ -575,7 +619,7 @@ impl Receiver {
         // Stuck: a frame older than the give-up time is incomplete.
         let next = self.last_decoded.map_or(0, |f| f + 1);
         if let Some(f) = self.frames.get(&next)
-            && now.saturating_sub(f.4) > NACK_GIVE_UP + Duration::from_millis(500)
+            && now.saturating_sub(f.captured) > NACK_GIVE_UP + Duration::from_millis(500)
         {
             self.waiting_for_keyframe = true;
         }
@@ -820,12 +864,15 @@ pub fn run(sc: &Scenario) -> Results {
         while let Some(r) = tx.poll_release(instant) {
             let twcc = next_twcc;
             next_twcc = next_twcc.wrapping_add(1);
+            let playout = tx.playout_delay();
             let (wire, size) = match r {
                 Release::Media { packet, seq, .. } | Release::Retransmission { packet, seq } => {
                     let size = packet.size;
-                    (Wire::Media { twcc, seq, packet }, size)
+                    (Wire::Media { twcc, seq, packet, playout }, size)
                 }
-                Release::Padding { seq, size, .. } => (Wire::Padding { twcc, seq }, size),
+                Release::Padding { seq, size, .. } | Release::TailProbe { seq, size } => {
+                    (Wire::Padding { twcc, seq }, size)
+                }
             };
             let seq = match &wire {
                 Wire::Media { seq, .. } | Wire::Padding { seq, .. } => *seq,
