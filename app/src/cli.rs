@@ -17,6 +17,10 @@ use crate::sources::{Backend, OpenRequest};
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Log format on stderr: `text`, or `json` (one object per line, for
+    /// log collectors). `PEEP_LOG` sets the level (e.g. `debug`).
+    #[arg(long, global = true, env = "PEEP_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +131,11 @@ struct ShareArgs {
     /// Bearer token for the WHIP endpoint.
     #[arg(long, value_name = "TOKEN", env = "PEEP_WHIP_TOKEN", hide_env_values = true, value_parser = parse_secret, requires = "whip")]
     whip_token: Option<peep_transport::Secret>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics and JSON at
+    /// /stats, on a listener of their own (they reveal activity: bind it to
+    /// loopback or a monitoring network, never the viewers' port).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
     /// Video codecs to offer viewers, best first (each viewer gets the
     /// first its browser plays): h264, vp9, vp8.
     #[arg(long, default_value = "h264,vp9,vp8", value_parser = parse_codecs)]
@@ -201,9 +210,27 @@ pub fn parse_size(text: &str) -> Result<(u32, u32), String> {
     Ok((w, h))
 }
 
+/// Logs to stderr, as text or one JSON object per line. The level comes
+/// from `PEEP_LOG` (default: warnings, with the WebRTC stack's internals
+/// off — Peep reports what matters in its own words; zbus warns about every
+/// portal request object it cannot cache), and whatever it asks for, the
+/// relay's WebSocket frames are never logged ([`crate::relay::log_filter`]).
+pub fn init_logging(json: bool) {
+    let wanted = std::env::var("PEEP_LOG").unwrap_or_else(|_| {
+        "warn,webrtc=off,rtc=off,rtc_ice=off,rtc_interceptor=off,rtc_dtls=off,rtc_srtp=off,rtc_sctp=off,zbus=error"
+            .into()
+    });
+    let filter = tracing_subscriber::EnvFilter::try_new(crate::relay::log_filter(&wanted))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(peep_transport::relay::LOG_REDACTIONS));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A second initialisation (tests calling `run` twice) keeps the first.
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
 /// Parses the command line and runs the command.
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
+    init_logging(cli.log_format == "json");
     match cli.command {
         Some(Command::List { json, backend }) => list(json, backend.unwrap_or_else(Backend::detect)),
         Some(Command::Record(args)) => record(args),
@@ -397,6 +424,17 @@ fn share(args: ShareArgs) -> Result<()> {
         }
         out.flush()?;
     }
+    let _metrics = match args.metrics {
+        Some(addr) => {
+            let server = crate::metrics::serve(&session, addr)?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "Metrics: http://{}/metrics", server.local_addr())?;
+            out.flush()?;
+            tracing::info!(addr = %server.local_addr(), "metrics listener started");
+            Some(server)
+        }
+        None => None,
+    };
     if let Some(url) = args.whip {
         let config = peep_transport::WhipConfig { url, token: args.whip_token };
         session.share().start_publish(config)?;

@@ -19,8 +19,11 @@
 
 pub mod cli;
 pub mod console;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod governor;
 pub mod gui;
+pub mod metrics;
 pub mod pipeline;
 pub mod presets;
 pub mod relay;

@@ -594,7 +594,7 @@ impl EncodeLoop {
                 stop_chain(chain, &self.stats);
                 return Ok(true);
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e).with_context(|| format!("the {} encoder failed", encoder.name())),
         };
         let done = Instant::now();
         codec_stats.encode_time.record(done - encode_started);

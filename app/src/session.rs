@@ -86,6 +86,17 @@ pub struct Session {
     fanout: Option<JoinHandle<Result<()>>>,
     pipeline_stats: Arc<crate::stats::PipelineStats>,
     capture_stats: Arc<peep_capture::driver::CaptureStats>,
+    live: Arc<LiveFigures>,
+}
+
+/// What the fan-out thread knows about the running encode, for metrics.
+#[derive(Debug, Default)]
+pub struct LiveFigures {
+    /// Whether capture and encoding run (someone watches).
+    pub encoding: AtomicBool,
+    /// Each codec's encoded bits per second over the last second (updated
+    /// once a second), indexed by [`Codec::index`].
+    pub actual_bps: [std::sync::atomic::AtomicU64; 3],
 }
 
 impl Session {
@@ -127,17 +138,18 @@ impl Session {
         // Policy when full: the command is dropped (settings; the next one wins).
         let (controls, control_rx) = crossbeam_channel::bounded(16);
         let preview = Arc::new(std::sync::Mutex::new(None));
+        let live = Arc::new(LiveFigures::default());
         let fanout = {
-            let (share, stop, preview) = (share.clone(), stop.clone(), preview.clone());
+            let (share, stop, preview, live) = (share.clone(), stop.clone(), preview.clone(), live.clone());
             std::thread::Builder::new()
                 .name("peep-fanout".into())
                 .spawn(move || {
-                    let taps = Taps { controls: control_rx, preview };
+                    let taps = Taps { controls: control_rx, preview, live };
                     fan_out(&mut pipeline, &share, &stop, &taps).and(pipeline.stop())
                 })
                 .context("starting the fan-out thread")?
         };
-        Ok(Self { share, stop, controls, preview, fanout: Some(fanout), pipeline_stats, capture_stats })
+        Ok(Self { share, stop, controls, preview, fanout: Some(fanout), pipeline_stats, capture_stats, live })
     }
 
     /// The share (link, viewers, kick, password).
@@ -172,6 +184,12 @@ impl Session {
     /// Capture-side stats.
     pub fn capture_stats(&self) -> &peep_capture::driver::CaptureStats {
         &self.capture_stats
+    }
+
+    /// A Prometheus collector of the pipeline's figures (see
+    /// [`crate::metrics`]). It holds the counters, not the session.
+    pub fn pipeline_metrics(&self) -> crate::metrics::PipelineMetrics {
+        crate::metrics::PipelineMetrics::new(self.pipeline_stats.clone(), self.capture_stats.clone(), self.live.clone())
     }
 
     /// Whether the pipeline ended on its own (e.g. the shared window closed).
@@ -215,6 +233,7 @@ pub struct PreviewPacket {
 struct Taps {
     controls: crossbeam_channel::Receiver<Control>,
     preview: Arc<std::sync::Mutex<Option<crossbeam_channel::Sender<PreviewPacket>>>>,
+    live: Arc<LiveFigures>,
 }
 
 /// The encode chains the viewers (and the preview) need.
@@ -231,9 +250,22 @@ fn wanted_codecs(share: &Share, preview: bool) -> Codecs {
 fn fan_out(pipeline: &mut Pipeline, share: &Share, stop: &AtomicBool, taps: &Taps) -> Result<()> {
     let mut paused = true;
     let mut preview_needs_keyframe = true;
+    // Each codec's bytes encoded at the start of the current one-second window.
+    let mut window = (std::time::Instant::now(), [0u64; 3]);
     // What the pipeline was last told to run (its own start: the first encoder).
     let mut running: Option<Codecs> = None;
     while !stop.load(Ordering::Acquire) {
+        let now = std::time::Instant::now();
+        if now - window.0 >= Duration::from_secs(1) {
+            let seconds = (now - window.0).as_secs_f64();
+            for codec in Codec::ALL {
+                let bytes = pipeline.stats.codec(codec).bytes.load(Ordering::Relaxed);
+                let bps = bytes.saturating_sub(window.1[codec.index()]) as f64 * 8.0 / seconds;
+                taps.live.actual_bps[codec.index()].store(bps as u64, Ordering::Relaxed);
+                window.1[codec.index()] = bytes;
+            }
+            window.0 = now;
+        }
         for command in taps.controls.try_iter() {
             pipeline.control(command);
         }
@@ -257,6 +289,7 @@ fn fan_out(pipeline: &mut Pipeline, share: &Share, stop: &AtomicBool, taps: &Tap
         if watching == paused {
             paused = !watching;
             pipeline.set_paused(paused);
+            taps.live.encoding.store(!paused, Ordering::Relaxed);
         }
         if let Some(packet) = pipeline.recv_timeout(Duration::from_millis(50))? {
             share.send_encoded(share_codec(packet.codec), &packet.data, packet.keyframe, packet.captured_at);

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// Longest source name kept (window titles can be anything).
+pub const MAX_SOURCE_NAME_CHARS: usize = 512;
+
 /// What Peep remembers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -58,12 +61,46 @@ impl Settings {
     /// (a corrupt file is reported and replaced on the next save).
     pub fn load(path: &Path) -> Self {
         match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            Ok(bytes) => Self::from_json(&bytes).unwrap_or_else(|e| {
                 tracing::warn!("ignoring unreadable settings file {}: {e}", path.display());
                 Self::default()
             }),
             Err(_) => Self::default(),
         }
+    }
+
+    /// Parses a settings file's contents; values out of range are brought
+    /// back in (see [`Settings::sanitized`]). Missing fields take defaults.
+    ///
+    /// # Errors
+    /// Not JSON, or a field of the wrong type.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice::<Self>(bytes).map(Self::sanitized)
+    }
+
+    /// The file's contents.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Plain strings, numbers and booleans always serialise.
+        serde_json::to_vec_pretty(self).expect("settings serialise")
+    }
+
+    /// Brings values an edited or corrupt file may hold back into range:
+    /// frames per second 1–240 (0 means the default), a known quality
+    /// preset, a source name of at most [`MAX_SOURCE_NAME_CHARS`].
+    pub fn sanitized(mut self) -> Self {
+        self.fps = match self.fps {
+            0 => Self::default().fps,
+            fps => fps.min(240),
+        };
+        if crate::presets::quality(&self.quality).is_none() {
+            self.quality = Self::default().quality;
+        }
+        if let Some(name) = &mut self.last_source_name
+            && name.chars().count() > MAX_SOURCE_NAME_CHARS
+        {
+            *name = name.chars().take(MAX_SOURCE_NAME_CHARS).collect();
+        }
+        self
     }
 
     /// Saves settings atomically (write to a temporary file, then rename).
@@ -72,7 +109,7 @@ impl Settings {
             std::fs::create_dir_all(dir)?;
         }
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        std::fs::write(&tmp, self.to_json())?;
         std::fs::rename(tmp, path)
     }
 }
@@ -103,6 +140,11 @@ mod tests {
         assert_eq!(Settings::load(&path), Settings::default());
         std::fs::write(&path, br#"{"fps": 15}"#).expect("write");
         assert_eq!(Settings::load(&path).fps, 15, "missing fields take defaults");
+        std::fs::write(&path, br#"{"fps": 0, "quality": "ultra", "last_source_name": null}"#).expect("write");
+        let loaded = Settings::load(&path);
+        assert_eq!((loaded.fps, loaded.quality.as_str()), (30, crate::presets::DEFAULT_QUALITY), "out of range");
+        std::fs::write(&path, br#"{"fps": 100000}"#).expect("write");
+        assert_eq!(Settings::load(&path).fps, 240);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -9,6 +9,15 @@ use std::time::Duration;
 const SUB_BUCKETS: usize = 8;
 const POWERS: usize = 32;
 
+/// Bucket boundaries (µs) exported as a Prometheus histogram's `le`
+/// bounds: 0.5 ms to ≈ 1 s, two per power of two. Each is a boundary of
+/// the log-linear buckets, so the counts below them are exact (the labels
+/// read `le="0.016384"` rather than round numbers for that reason).
+pub const EXPORT_BOUNDS_US: [u64; 22] = [
+    512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 12_288, 16_384, 24_576, 32_768, 49_152, 65_536, 98_304,
+    131_072, 196_608, 262_144, 393_216, 524_288, 1_048_576,
+];
+
 /// A streaming histogram of durations in microseconds with log-linear buckets
 /// (8 per power of two, up to ~71 minutes): fixed memory, lock-free updates,
 /// percentiles accurate to about 6 %.
@@ -70,6 +79,32 @@ impl Histogram {
     pub fn mean(&self) -> Duration {
         let n = self.count();
         Duration::from_micros(self.sum_us.load(Ordering::Relaxed).checked_div(n).unwrap_or(0))
+    }
+
+    /// Sum of the values.
+    pub fn sum(&self) -> Duration {
+        Duration::from_micros(self.sum_us.load(Ordering::Relaxed))
+    }
+
+    /// How many values were below `bound_us`. Exact when `bound_us` is a
+    /// bucket boundary (as every one of [`EXPORT_BOUNDS_US`] is); otherwise
+    /// the bucket holding `bound_us` is not counted.
+    pub fn count_below(&self, bound_us: u64) -> u64 {
+        self.buckets
+            .iter()
+            .enumerate()
+            .take_while(|&(i, _)| {
+                let (low, width) = bucket_range(i);
+                low + width <= bound_us
+            })
+            .map(|(_, b)| b.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Cumulative `(upper bound in seconds, count)` pairs at
+    /// [`EXPORT_BOUNDS_US`], for a Prometheus histogram.
+    pub fn cumulative_buckets(&self) -> Vec<(f64, u64)> {
+        EXPORT_BOUNDS_US.iter().map(|&us| (us as f64 / 1e6, self.count_below(us))).collect()
     }
 
     /// Largest value.
@@ -182,6 +217,24 @@ mod tests {
                 assert!(low <= us && us < low + width, "{us} not in [{low}, {})", low + width);
             }
         }
+    }
+
+    #[test]
+    fn export_bounds_are_bucket_boundaries_and_counts_below_them_are_exact() {
+        for &b in &EXPORT_BOUNDS_US {
+            assert_eq!(bucket_range(bucket_of(b)).0, b, "{b} µs starts a bucket");
+        }
+        let h = Histogram::default();
+        for us in [100u64, 511, 512, 767, 768, 20_000, 2_000_000] {
+            h.record(Duration::from_micros(us));
+        }
+        assert_eq!(h.count_below(512), 2);
+        assert_eq!(h.count_below(768), 4);
+        assert_eq!(h.count_below(24_576), 6);
+        let buckets = h.cumulative_buckets();
+        assert_eq!(buckets.last(), Some(&(1.048576, 6)), "2 s is only in +Inf");
+        assert!(buckets.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
+        assert_eq!(h.sum(), Duration::from_micros(100 + 511 + 512 + 767 + 768 + 20_000 + 2_000_000));
     }
 
     #[test]

@@ -313,3 +313,38 @@ fn share_on_a_busy_port_or_with_an_unknown_quality_fails_clearly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown quality \"ultra\""));
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_without_secrets() {
+    let out = peep()
+        .args(["--log-format", "json", "share", "--source", "synthetic", "--size", "64x64", "--bind", "127.0.0.1"])
+        .args(["--port", "0", "--seconds", "1", "--password", "hunter2-json"])
+        .env("PEEP_LOG", "info")
+        .output()
+        .expect("run peep");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let started = events.iter().find(|e| e["fields"]["message"] == "share started").expect("a 'share started' event");
+    assert_eq!(started["level"], "INFO");
+    assert_eq!(started["fields"]["password"], true, "structured fields: {started}");
+    assert!(started["fields"]["addr"].as_str().is_some_and(|a| a.starts_with("127.0.0.1:")), "{started}");
+    assert!(events.iter().any(|e| e["fields"]["message"] == "share ended"), "{stderr}");
+    let link = String::from_utf8_lossy(&out.stdout).lines().find_map(|l| l.strip_prefix("Link: ").map(str::to_owned));
+    let token = link.expect("a link").rsplit('/').next().expect("token").to_owned();
+    assert!(!stderr.contains(&token) && !stderr.contains("hunter2-json"), "secrets stay out of the log: {stderr}");
+    // PEEP_LOG_FORMAT does the same as the flag.
+    let out = peep()
+        .args(["share", "--source", "synthetic", "--size", "64x64", "--bind", "127.0.0.1", "--port", "0"])
+        .args(["--seconds", "0.5"])
+        .env("PEEP_LOG", "info")
+        .env("PEEP_LOG_FORMAT", "json")
+        .output()
+        .expect("run peep");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.lines().any(|l| l.starts_with("{\"timestamp\"")), "{stderr}");
+}

@@ -24,6 +24,10 @@ pub enum CaptureError {
     /// A request to the display server failed.
     #[error("X11 request failed: {0}")]
     X11(String),
+    /// The connection to the display server broke: it exited, crashed or
+    /// was killed.
+    #[error("lost the connection to the display server (it exited or crashed): {0}")]
+    DisplayLost(String),
     /// Shared memory could not be set up.
     #[error("shared memory: {0}")]
     Shm(String),

@@ -89,6 +89,13 @@ impl Xvfb {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Kills the server at once (SIGKILL, as a crash would) and waits for
+    /// it: fault injection for "the display server died".
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Xvfb {

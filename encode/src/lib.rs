@@ -56,6 +56,8 @@ pub mod content;
 pub mod convert;
 pub mod encoder;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod openh264;
 pub mod pool;
 pub mod quality;

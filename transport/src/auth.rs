@@ -54,14 +54,16 @@ pub struct Throttle {
 impl Throttle {
     /// `Err(retry_after)` if `client` must wait before trying again.
     pub fn check(&self, client: IpAddr, now: Instant) -> std::result::Result<(), Duration> {
-        match self.clients.get(&client).and_then(|a| a.blocked_until) {
-            Some(until) if until > now => Err(until - now),
+        match self.clients.get(&client_key(client)).and_then(|a| a.blocked_until) {
+            // Bounded even for a `now` older than the failure (a clock jump).
+            Some(until) if until > now => Err((until - now).min(MAX_BACKOFF)),
             _ => Ok(()),
         }
     }
 
     /// Records a wrong password.
     pub fn failure(&mut self, client: IpAddr, now: Instant) {
+        let client = client_key(client);
         if self.clients.len() >= MAX_TRACKED_CLIENTS
             && !self.clients.contains_key(&client)
             && let Some(oldest) = self.clients.iter().min_by_key(|(_, a)| a.last_seen).map(|(ip, _)| *ip)
@@ -79,7 +81,20 @@ impl Throttle {
 
     /// Records a correct password.
     pub fn success(&mut self, client: IpAddr) {
-        self.clients.remove(&client);
+        self.clients.remove(&client_key(client));
+    }
+}
+
+/// What a client is throttled as: its IPv4 address, or its IPv6 /64 —
+/// one subscriber's usual allocation, so hopping between the addresses of
+/// a /64 gives no fresh attempts. (IPv4-mapped addresses count as IPv4.)
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
     }
 }
 
@@ -123,6 +138,24 @@ mod tests {
         assert_eq!(t.check(ip, t0 + Duration::from_secs(29)), Err(MAX_BACKOFF));
         t.success(ip);
         assert!(t.check(ip, t0 + Duration::from_secs(29)).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_client() {
+        let t0 = Instant::now();
+        let mut t = Throttle::default();
+        for i in 0..FREE_ATTEMPTS {
+            let ip: IpAddr = format!("2001:db8:1:2::{:x}", i + 1).parse().expect("ip");
+            t.failure(ip, t0);
+        }
+        let next: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
+        assert!(t.check(next, t0).is_err(), "another address of the same /64 is blocked too");
+        assert!(t.check("2001:db8:1:3::1".parse().expect("ip"), t0).is_ok(), "another /64 is not");
+        let mapped: IpAddr = "::ffff:192.0.2.9".parse().expect("ip");
+        for _ in 0..FREE_ATTEMPTS {
+            t.failure("192.0.2.9".parse().expect("ip"), t0);
+        }
+        assert!(t.check(mapped, t0).is_err(), "an IPv4-mapped address is its IPv4 address");
     }
 
     #[test]

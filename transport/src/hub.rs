@@ -80,6 +80,10 @@ pub struct ShareStats {
     pub offers_refused: AtomicU64,
     /// Sessions ended by their viewer's WHEP DELETE.
     pub sessions_deleted: AtomicU64,
+    /// Offers with a wrong password.
+    pub passwords_wrong: AtomicU64,
+    /// Offers refused because their address guessed wrong too often.
+    pub passwords_throttled: AtomicU64,
 }
 
 impl ShareStats {
@@ -290,6 +294,21 @@ impl Shared {
 
     pub fn range(&self) -> BitrateRange {
         lock(&self.rate)[VideoCodec::H264.index()].range()
+    }
+
+    /// Whether viewers need a password.
+    pub fn password_set(&self) -> bool {
+        lock(&self.password).is_some()
+    }
+
+    /// The viewers and their stats, longest connected first.
+    pub fn snapshots(&self) -> Vec<crate::viewer::ViewerSnapshot> {
+        let mut list: Vec<_> = lock(&self.viewers)
+            .values()
+            .map(|v| crate::viewer::ViewerSnapshot::of(&v.id, v.remote, v.codec, v.since, &v.stats))
+            .collect();
+        list.sort_by_key(|v| std::cmp::Reverse(v.connected_for));
+        list
     }
 
     pub fn remove_viewer(&self, id: &str) -> Option<Arc<Viewer>> {

@@ -33,6 +33,10 @@ fn ntp_compact_now() -> u32 {
     (((secs & 0xFFFF) << 16) | (frac >> 16)) as u32
 }
 
+/// Longest round-trip time taken from a receiver report, in compact NTP
+/// units (1/65536 s): 60 s. Anything longer is a clock that jumped.
+const MAX_RTT_NTP: u32 = 60 << 16;
+
 /// A pass-through queue pair: the part every interceptor here shares.
 #[derive(Default)]
 struct Queues {
@@ -99,34 +103,44 @@ impl RtcpTap {
 impl RtcpTap {
     fn on_read(&mut self, msg: TaggedPacket) -> Option<TaggedPacket> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
-            let s = &self.stats;
-            for p in packets {
-                let any = p.as_any();
-                if any.is::<PictureLossIndication>() {
-                    s.pli.fetch_add(1, Ordering::Relaxed);
-                } else if any.is::<FullIntraRequest>() {
-                    s.fir.fetch_add(1, Ordering::Relaxed);
-                } else if any.is::<TransportLayerNack>() {
-                    s.nack.fetch_add(1, Ordering::Relaxed);
-                } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
-                    for block in &rr.reports {
-                        s.packets_lost.store(u64::from(block.total_lost), Ordering::Relaxed);
-                        s.fraction_lost_256.store(u32::from(block.fraction_lost), Ordering::Relaxed);
-                        if block.last_sender_report != 0 {
-                            let rtt =
-                                ntp_compact_now().wrapping_sub(block.last_sender_report).wrapping_sub(block.delay);
-                            // A "negative" RTT (clock jitter) wraps to a huge value: ignore it.
-                            if rtt < 0x8000_0000 {
-                                s.rtt_us.store(u64::from(rtt) * 1_000_000 / 65_536, Ordering::Relaxed);
-                            }
-                        }
-                    }
-                }
-            }
+            tap(&self.stats, packets, ntp_compact_now());
         }
         Some(msg)
     }
 }
+
+/// Reads one compound RTCP packet into a viewer's stats: PLI/FIR/NACK
+/// counts, loss and RTT from receiver reports. `now_ntp` is the current
+/// time as compact NTP (an input, so the RTT arithmetic is testable and
+/// fuzzable with any clock, e.g. one that jumps).
+pub(crate) fn tap(s: &ViewerStats, packets: &[Box<dyn rtc::rtcp::Packet>], now_ntp: u32) {
+    for p in packets {
+        let any = p.as_any();
+        if any.is::<PictureLossIndication>() {
+            s.pli.fetch_add(1, Ordering::Relaxed);
+        } else if any.is::<FullIntraRequest>() {
+            s.fir.fetch_add(1, Ordering::Relaxed);
+        } else if any.is::<TransportLayerNack>() {
+            s.nack.fetch_add(1, Ordering::Relaxed);
+        } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+            for block in &rr.reports {
+                s.packets_lost.store(u64::from(block.total_lost), Ordering::Relaxed);
+                s.fraction_lost_256.store(u32::from(block.fraction_lost), Ordering::Relaxed);
+                if block.last_sender_report != 0 {
+                    let rtt = now_ntp.wrapping_sub(block.last_sender_report).wrapping_sub(block.delay);
+                    // A "negative" RTT (clock jitter, a backward clock
+                    // jump) wraps to a huge value, a forward jump of the
+                    // wall clock between report and answer gives an absurd
+                    // one: ignore both.
+                    if rtt <= MAX_RTT_NTP {
+                        s.rtt_us.store(u64::from(rtt) * 1_000_000 / 65_536, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+}
+
 read_side_interceptor!(RtcpTap);
 
 /// Delivers PLI and FIR to the application; drops other RTCP at the chain's
@@ -154,3 +168,43 @@ impl KeyframeRequestForwarder {
     }
 }
 read_side_interceptor!(KeyframeRequestForwarder);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::rtcp::reception_report::ReceptionReport;
+
+    fn rr(last_sender_report: u32, delay: u32) -> Vec<Box<dyn rtc::rtcp::Packet>> {
+        vec![Box::new(ReceiverReport {
+            ssrc: 1,
+            reports: vec![ReceptionReport {
+                ssrc: 2,
+                fraction_lost: 64,
+                total_lost: 7,
+                last_sender_report,
+                delay,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })]
+    }
+
+    #[test]
+    fn rtt_comes_from_the_report_and_ignores_clock_jumps() {
+        let s = ViewerStats::new();
+        // Sent at 1000.0 s, held 0.25 s by the receiver, answered at 1000.5 s: 250 ms.
+        let at = |secs: f64| (secs * 65_536.0) as u32;
+        tap(&s, &rr(at(1000.0), at(0.25)), at(1000.5));
+        assert_eq!(s.rtt_us.load(Ordering::Relaxed), 250_000);
+        assert_eq!((s.fraction_lost_256.load(Ordering::Relaxed), s.packets_lost.load(Ordering::Relaxed)), (64, 7));
+        // The wall clock jumped an hour forward between report and answer.
+        tap(&s, &rr(at(1000.0), at(0.25)), at(4600.5));
+        assert_eq!(s.rtt_us.load(Ordering::Relaxed), 250_000, "a forward jump is not an RTT");
+        // … or backwards.
+        tap(&s, &rr(at(1000.0), at(0.25)), at(900.0));
+        assert_eq!(s.rtt_us.load(Ordering::Relaxed), 250_000, "a backward jump is not an RTT");
+        // No sender report answered yet: nothing to measure.
+        tap(&s, &rr(0, 0), at(1000.0));
+        assert_eq!(s.rtt_us.load(Ordering::Relaxed), 250_000);
+    }
+}

@@ -55,6 +55,7 @@ pub mod fuzz;
 mod hub;
 mod interceptors;
 pub mod keyframe;
+pub mod metrics;
 pub mod offer;
 pub mod pacer;
 mod path;

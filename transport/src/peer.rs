@@ -9,7 +9,7 @@ use rtc::ice::mdns::MulticastDnsMode;
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
-use rtc::peer_connection::transport::RTCDtlsRole;
+use rtc::peer_connection::transport::{RTCDtlsRole, RTCDtlsTransportState};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
@@ -39,6 +39,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const ICE_DISCONNECTED_TIMEOUT: Duration = Duration::from_secs(3);
 /// …and for this long, gone (its resources are freed).
 pub const ICE_FAILED_TIMEOUT: Duration = Duration::from_secs(8);
+/// How often a viewer's DTLS transport is checked for a close_notify.
+pub const DTLS_CLOSED_CHECK: Duration = Duration::from_millis(500);
 
 fn webrtc_err(e: impl std::fmt::Display) -> TransportError {
     TransportError::WebRtc(e.to_string())
@@ -210,6 +212,7 @@ async fn run_viewer(
         None
     };
     if let Some(pt) = payload_type {
+        tracing::info!(viewer = %viewer.id, remote = %viewer.remote, "viewer connected");
         viewer.stats.set_state(ViewerState::Connected);
         shared.request_keyframe(viewer.codec, KeyframeReason::NewViewer);
         // Keyframe requests from this viewer's decoder.
@@ -230,8 +233,23 @@ async fn run_viewer(
             })
         };
         let mut last_captured: Option<Instant> = None;
+        // A viewer that closes its connection without a WHEP DELETE sends a
+        // DTLS close_notify; the connection state (ICE + DTLS, per the spec)
+        // stays "connected", so the DTLS transport is watched itself. Without
+        // this a closed player held its place until ICE consent failed (≈ 10 s).
+        let dtls = sender.transport().await.ok().flatten();
+        let mut closed_check = tokio::time::interval(DTLS_CLOSED_CHECK);
+        closed_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = closed_check.tick() => {
+                    if let Some(dtls) = &dtls
+                        && matches!(dtls.state().await, Ok(RTCDtlsTransportState::Closed))
+                    {
+                        tracing::debug!("viewer {}: closed its DTLS transport", viewer.id);
+                        break;
+                    }
+                }
                 frame = frames.recv() => {
                     let Some(frame) = frame else { break };
                     // RTP time advances by the real gap between captures: a
@@ -271,7 +289,15 @@ async fn run_viewer(
             }
         }
         rtcp.abort();
+    } else {
+        tracing::info!(viewer = %viewer.id, remote = %viewer.remote, "viewer never connected (ICE/DTLS failed or timed out)");
     }
     shared.remove_viewer(&viewer.id);
     viewer.peer.close().await;
+    tracing::info!(
+        viewer = %viewer.id,
+        frames_sent = viewer.stats.frames_sent.load(Ordering::Relaxed),
+        frames_dropped = viewer.stats.frames_dropped.load(Ordering::Relaxed),
+        "viewer left"
+    );
 }

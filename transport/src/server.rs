@@ -62,7 +62,7 @@ pub(crate) async fn serve(
     }
 }
 
-fn router(shared: Arc<Shared>) -> Router {
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/s/{token}", get(viewer_page))
         .route("/s/{token}/", get(viewer_page))

@@ -97,12 +97,13 @@ pub struct Share {
     runtime: Option<tokio::runtime::Runtime>,
     stop_server: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
+    runtime_handle: tokio::runtime::Handle,
     local_addr: SocketAddr,
     link: String,
     whep: String,
     lan_link: String,
     relay: Option<RelayHandle>,
-    publish: std::sync::Mutex<Option<PublishHandle>>,
+    publish: Arc<std::sync::Mutex<Option<PublishHandle>>>,
 }
 
 /// The relay client's handles.
@@ -194,6 +195,7 @@ impl Share {
         let lan_link = format!("http://{host}:{}/s/{}", local_addr.port(), shared.token.expose());
         let mut link = lan_link.clone();
         let mut whep = format!("{link}/whep");
+        tracing::info!(addr = %local_addr, max_viewers = config.max_viewers, password = shared.password_set(), "share started");
         let (stop_server, stopped) = tokio::sync::oneshot::channel();
         let server = runtime.spawn(crate::server::serve(listener, shared.clone(), stopped));
         {
@@ -252,6 +254,7 @@ impl Share {
         Ok(Self {
             shared,
             requests,
+            runtime_handle: runtime.handle().clone(),
             runtime: Some(runtime),
             stop_server: Some(stop_server),
             server: Some(server),
@@ -260,7 +263,7 @@ impl Share {
             whep,
             lan_link,
             relay,
-            publish: std::sync::Mutex::new(None),
+            publish: Arc::new(std::sync::Mutex::new(None)),
         })
     }
 
@@ -340,6 +343,30 @@ impl Share {
         &self.shared.stats
     }
 
+    /// A Prometheus collector of the share's figures, read at scrape time
+    /// (see [`crate::metrics`]); it keeps working after the share ended.
+    pub fn metrics(&self) -> crate::metrics::ShareMetrics {
+        let publish = self.publish.clone();
+        crate::metrics::ShareMetrics::new(
+            self.shared.clone(),
+            self.runtime_handle.clone(),
+            Arc::new(move || lock(&publish).as_ref().map(|p| p.status.snapshot())),
+        )
+    }
+
+    /// Tasks alive on the share's network runtime (viewers, server
+    /// connections, timers): returns to its idle value when viewers leave.
+    pub fn tasks_alive(&self) -> usize {
+        self.runtime_handle.metrics().num_alive_tasks()
+    }
+
+    /// The share's figures as JSON (the metrics listener's `/stats`):
+    /// share-wide counters, every viewer's snapshot without its session id,
+    /// and the WHIP publish's state. No secret is in it.
+    pub fn stats_json(&self) -> serde_json::Value {
+        self.metrics().stats_json()
+    }
+
     /// The send backlog `codec`'s encoder should respect (the longest send
     /// queue among that codec's viewers the rate follows), updated every
     /// 50 ms. The encoder skips frames while it is long (see
@@ -384,12 +411,7 @@ impl Share {
 
     /// The viewers and their stats.
     pub fn viewers(&self) -> Vec<ViewerSnapshot> {
-        let mut list: Vec<_> = lock(&self.shared.viewers)
-            .values()
-            .map(|v| ViewerSnapshot::of(&v.id, v.remote, v.codec, v.since, &v.stats))
-            .collect();
-        list.sort_by_key(|v| std::cmp::Reverse(v.connected_for));
-        list
+        self.shared.snapshots()
     }
 
     /// Removes a viewer; its page is told it was removed. Returns false if
@@ -494,6 +516,7 @@ impl Share {
         lock(&self.shared.admission).decide_all(false);
         let relay = self.relay.take();
         let viewers: Vec<_> = lock(&self.shared.viewers).drain().map(|(_, v)| v).collect();
+        let told = viewers.len();
         for v in &viewers {
             let _ = v.notice.send(Notice::Ended);
         }
@@ -522,6 +545,7 @@ impl Share {
             }
         });
         runtime.shutdown_timeout(Duration::from_secs(1));
+        tracing::info!(viewers_told = told, "share ended");
     }
 }
 

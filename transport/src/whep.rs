@@ -64,6 +64,7 @@ fn check_password(shared: &Shared, authorization: Option<&str>, client: SocketAd
     let Some(expected) = lock(&shared.password).clone() else { return Ok(()) };
     let now = Instant::now();
     if let Err(wait) = lock(&shared.throttle).check(client.ip(), now) {
+        shared.stats.passwords_throttled.fetch_add(1, Ordering::Relaxed);
         let secs = wait.as_secs().max(1);
         let mut r = Refused::new(429, format!("too many wrong passwords: try again in {secs} s"));
         r.retry_after_s = Some(u32::try_from(secs).unwrap_or(u32::MAX));
@@ -78,6 +79,7 @@ fn check_password(shared: &Shared, authorization: Option<&str>, client: SocketAd
             Ok(())
         }
         Some(_) => {
+            shared.stats.passwords_wrong.fetch_add(1, Ordering::Relaxed);
             lock(&shared.throttle).failure(client.ip(), now);
             Err(unauthorized("wrong password"))
         }

@@ -1,6 +1,6 @@
-//! Secrets (the link token, the password) never reach logs or `Debug`
-//! output, even with every crate logging at `trace` while requests that
-//! carry them are served. Its own test binary: it installs the global
+//! Secrets (the link token, the password) never reach logs, `Debug`
+//! output or the metrics listener (`/metrics`, `/stats`), even with every
+//! crate logging at `trace` while requests that carry them are served. Its own test binary: it installs the global
 //! log subscriber.
 
 use std::io::{Read, Write};
@@ -34,6 +34,10 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 }
 
 fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> u16 {
+    request_text(addr, method, path, headers, body).0
+}
+
+fn request_text(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let mut head =
@@ -46,8 +50,8 @@ fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)],
     s.write_all(body).expect("write body");
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw);
-    text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    (text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0), text)
 }
 
 /// A real Chromium offer (the fuzz target's seed).
@@ -90,6 +94,29 @@ fn secrets_stay_out_of_trace_logs_and_debug_output() {
     assert_eq!(request(addr, "POST", &format!("{path}/whep"), &[sdp[0], ("Authorization", &wrong)], &offer), 401);
     assert_eq!(request(addr, "POST", &format!("{path}/whep"), &[sdp[0], ("Authorization", &right)], &offer), 201);
     let viewer = share.viewers().pop().expect("the viewer is registered");
+
+    // The metrics listener's two endpoints, scraped while the viewer is
+    // there (not vacuous: they count the wrong password and the viewer).
+    let registry = prometheus::Registry::new();
+    registry.register(Box::new(share.metrics())).expect("register");
+    let json = share.metrics();
+    let metrics = peep_transport::metrics::MetricsServer::start(
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+        registry,
+        Box::new(move || json.stats_json()),
+    )
+    .expect("metrics listener");
+    let (status, scraped) = request_text(metrics.local_addr(), "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200, "{scraped}");
+    for line in ["peep_passwords_wrong_total 1", "peep_viewers_joined_total 1"] {
+        assert!(scraped.lines().any(|l| l == line), "{line:?} in\n{scraped}");
+    }
+    let (status, stats) = request_text(metrics.local_addr(), "GET", "/stats", &[], b"");
+    assert_eq!(status, 200, "{stats}");
+    assert!(stats.contains("\"viewers\":[{"), "a viewer in /stats: {stats}");
+    assert!(!stats.contains(&viewer.id), "no session id in /stats: {stats}");
+    drop(metrics);
+
     assert_eq!(request(addr, "DELETE", &format!("{path}/whep/{}", viewer.id), &[], b""), 200);
 
     let debug = [config_debug, format!("{share:?}"), format!("{viewer:?}"), format!("{:?}", share.stats())];
@@ -101,7 +128,8 @@ fn secrets_stay_out_of_trace_logs_and_debug_output() {
         lines >= 10 && logs.contains(" TRACE ") && logs.contains("have-remote-offer"),
         "expected a trace-level log of the requests, got {lines} lines:\n{logs}"
     );
-    for (what, text) in std::iter::once(("logs", &logs)).chain(debug.iter().map(|d| ("Debug output", d))) {
+    let outputs = [("logs", &logs), ("metrics", &scraped), ("/stats", &stats)];
+    for (what, text) in outputs.into_iter().chain(debug.iter().map(|d| ("Debug output", d))) {
         for (name, secret) in [("password", PASSWORD), ("link token", token.as_str())] {
             if let Some(at) = text.find(secret) {
                 let around = &text[at.saturating_sub(200)..(at + secret.len() + 100).min(text.len())];

@@ -6,8 +6,10 @@ pub mod firefox;
 pub mod internet;
 pub mod janus;
 pub mod lab;
+pub mod load;
 pub mod netns;
 pub mod scenario;
+pub mod whep;
 
 use openh264::decoder::Decoder;
 use openh264::formats::YUVSource;

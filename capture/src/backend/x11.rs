@@ -53,19 +53,29 @@ fn x11_err(e: impl std::fmt::Display) -> CaptureError {
 
 impl From<ConnectionError> for CaptureError {
     fn from(e: ConnectionError) -> Self {
-        x11_err(e)
+        match e {
+            // The socket failed: the server exited, crashed or was killed.
+            ConnectionError::IoError(io) => CaptureError::DisplayLost(io.to_string()),
+            e => x11_err(e),
+        }
     }
 }
 
 impl From<ReplyError> for CaptureError {
     fn from(e: ReplyError) -> Self {
-        x11_err(e)
+        match e {
+            ReplyError::ConnectionError(c) => c.into(),
+            e => x11_err(e),
+        }
     }
 }
 
 impl From<ReplyOrIdError> for CaptureError {
     fn from(e: ReplyOrIdError) -> Self {
-        x11_err(e)
+        match e {
+            ReplyOrIdError::ConnectionError(c) => c.into(),
+            e => x11_err(e),
+        }
     }
 }
 

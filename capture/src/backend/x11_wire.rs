@@ -137,6 +137,12 @@ fn io_err(what: &str, e: impl std::fmt::Display) -> CaptureError {
     CaptureError::X11(format!("capture connection: {what}: {e}"))
 }
 
+/// The socket closed or failed under an established connection: the
+/// server exited, crashed or was killed.
+fn lost(what: &str, e: impl std::fmt::Display) -> CaptureError {
+    CaptureError::DisplayLost(format!("capture connection: {what}: {e}"))
+}
+
 impl Wire {
     /// Opens a second connection to `display` (`None`: `$DISPLAY`) and
     /// negotiates the DAMAGE and XFIXES versions on it.
@@ -378,7 +384,7 @@ impl Wire {
     fn write_all(&mut self, mut bytes: &[u8]) -> Result<()> {
         while !bytes.is_empty() {
             match self.socket.write(bytes) {
-                Ok(0) => return Err(io_err("write", "the X server closed the connection")),
+                Ok(0) => return Err(lost("write", "the X server closed the connection")),
                 Ok(n) => bytes = &bytes[n..],
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -388,7 +394,7 @@ impl Wire {
                     // SAFETY: one valid pollfd for the duration of the call.
                     unsafe { libc::poll(&mut pfd, 1, 100) };
                 }
-                Err(e) => return Err(io_err("write", e)),
+                Err(e) => return Err(lost("write", e)),
             }
         }
         Ok(())
@@ -408,7 +414,7 @@ impl Wire {
         }
         loop {
             match self.socket.read(&mut self.buf[self.end..]) {
-                Ok(0) => return Err(io_err("read", "the X server closed the connection")),
+                Ok(0) => return Err(lost("read", "the X server closed the connection")),
                 Ok(n) => {
                     self.end += n;
                     return Ok(true);
@@ -420,7 +426,7 @@ impl Wire {
                     }
                     self.wait_readable(None)?;
                 }
-                Err(e) => return Err(io_err("read", e)),
+                Err(e) => return Err(lost("read", e)),
             }
         }
     }

@@ -59,6 +59,9 @@ pub enum PublishState {
 }
 
 impl PublishState {
+    /// Every state, in order.
+    pub const ALL: [Self; 5] = [Self::Connecting, Self::Live, Self::Reconnecting, Self::Failed, Self::Stopped];
+
     /// The state in a word, for status lines.
     pub fn word(self) -> &'static str {
         match self {
