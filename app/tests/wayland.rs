@@ -204,10 +204,14 @@ fn record_of_a_client_window_keeps_its_frames_in_order() {
     let mut window = d.command(env!("CARGO_BIN_EXE_peep"));
     window.args(["demo-window", "--scene", "moving", "--fps", "30", "--seconds", "6"]);
     window.stdout(Stdio::null()).stderr(Stdio::null());
-    d.spawn_client(&mut window).expect("demo window");
+    let window = d.spawn_client(&mut window).expect("demo window");
     std::thread::sleep(Duration::from_millis(500));
     let (child, head) = start_recording(&d, &config, &out, 3.0);
     let (status, stderr) = finish(child, head);
+    // Close the window before the next test takes the desktop (it would
+    // cover the output those tests colour).
+    let _ = Command::new("kill").arg(window.to_string()).status();
+    std::thread::sleep(Duration::from_millis(300));
     assert!(status.success(), "{stderr}");
     let frames = common::decode_stream(&std::fs::read(&out).expect("read"));
     let counters: Vec<u32> = frames.iter().filter_map(|f| f.mark.map(|m| m.counter)).collect();

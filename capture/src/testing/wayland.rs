@@ -565,9 +565,27 @@ impl WaylandDesktop {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Paints the output's background one colour (0xRRGGBB).
+    /// Paints the output's background one colour (0xRRGGBB): sway replaces
+    /// its swaybg client with one for the new colour. A swaybg that is gone
+    /// within a second leaves the output sway's grey until the next change
+    /// (seen once in a full workspace run, not reproduced alone): then the
+    /// command is given again (at most three times, said on stderr) until a
+    /// new swaybg runs.
     pub fn set_background(&self, rgb: u32) -> Result<()> {
-        self.swaymsg(&format!("output {OUTPUT} bg #{rgb:06x} solid_color")).map(|_| ())
+        for attempt in 1..=3 {
+            let before = live_swaybgs();
+            self.swaymsg(&format!("output {OUTPUT} bg #{rgb:06x} solid_color"))?;
+            let deadline = Instant::now() + Duration::from_secs(1);
+            let started = || live_swaybgs().iter().any(|pid| !before.contains(pid));
+            while Instant::now() < deadline && !started() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if started() {
+                return Ok(());
+            }
+            eprintln!("wayland fixture: no swaybg running after `bg #{rgb:06x}` (attempt {attempt})");
+        }
+        Err(format!("swaybg did not start for background #{rgb:06x}"))
     }
 
     /// Changes the output's size.
@@ -609,4 +627,19 @@ impl WaylandDesktop {
     pub fn stop(mut self) {
         self.group.stop();
     }
+}
+
+/// The swaybg processes alive (not zombies); the tests' desktops run one
+/// at a time per test process, and test binaries run in turn.
+fn live_swaybgs() -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // `pid (comm) state …`
+            let (pid, rest) = stat.split_once(" (swaybg) ")?;
+            if rest.starts_with('Z') { None } else { pid.parse().ok() }
+        })
+        .collect()
 }
