@@ -318,15 +318,18 @@ fn the_desktop_ending_the_cast_is_source_gone() {
     let mut d = desktop();
     let config = config_dir(&d, "gone");
     let out = tmp(&d, "gone.h264");
-    let started = Instant::now();
     let (child, head) = start_recording(&d, &config, &out, 30.0);
     show(&d, &[0x808000, 0x008080]);
     // sway 1.7's headless output cannot be unplugged: the portal backend
     // goes away instead, taking its stream with it.
+    let ended = Instant::now();
     d.restart_portal_backend().expect("restart");
     let (status, stderr) = finish(child, head);
     assert!(!status.success(), "{stderr}");
-    assert!(started.elapsed() < Duration::from_secs(20), "peep noticed at once");
+    // Timed from the backend's end, not from peep's start (a loaded CI
+    // machine once needed > 20 s from the start to the end of this test).
+    let noticed = ended.elapsed();
+    assert!(noticed < Duration::from_secs(10), "peep noticed at once, not after {noticed:?} (the recording runs 30 s)");
     assert!(stderr.contains("peep: error: source gone: the screen cast ended"), "{stderr}");
     // What was recorded until then is intact.
     assert!(!decode_colours(&std::fs::read(&out).expect("read")).is_empty());
