@@ -565,27 +565,47 @@ impl WaylandDesktop {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Paints the output's background one colour (0xRRGGBB): sway replaces
-    /// its swaybg client with one for the new colour. A swaybg that is gone
-    /// within a second leaves the output sway's grey until the next change
-    /// (seen once in a full workspace run, not reproduced alone): then the
-    /// command is given again (at most three times, said on stderr) until a
-    /// new swaybg runs.
+    /// Paints the output's background one colour (0xRRGGBB) and waits
+    /// until the screen shows it: sway replaces its swaybg client with one
+    /// for the new colour, and a replacement that does not come up leaves
+    /// the output sway's grey (seen in some full workspace runs, never
+    /// alone). The output's bottom-right pixel is read back with `grim`; if
+    /// it does not show the colour within a second the command is given
+    /// once more (said on stderr). A window covering that pixel is no
+    /// error: the caller's own checks decide.
     pub fn set_background(&self, rgb: u32) -> Result<()> {
-        for attempt in 1..=3 {
-            let before = live_swaybgs();
+        for attempt in 1..=2 {
             self.swaymsg(&format!("output {OUTPUT} bg #{rgb:06x} solid_color"))?;
             let deadline = Instant::now() + Duration::from_secs(1);
-            let started = || live_swaybgs().iter().any(|pid| !before.contains(pid));
-            while Instant::now() < deadline && !started() {
+            loop {
+                if self.corner_pixel()? == rgb {
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            if started() {
-                return Ok(());
-            }
-            eprintln!("wayland fixture: no swaybg running after `bg #{rgb:06x}` (attempt {attempt})");
+            eprintln!("wayland fixture: the screen's corner does not show #{rgb:06x} after 1 s (attempt {attempt})");
         }
-        Err(format!("swaybg did not start for background #{rgb:06x}"))
+        Ok(())
+    }
+
+    /// The output's bottom-right pixel as 0xRRGGBB (`grim`, PPM).
+    fn corner_pixel(&self) -> Result<u32> {
+        let out = self
+            .command("grim")
+            .args(["-t", "ppm", "-"])
+            .output()
+            .map_err(|e| format!("grim: {e} (install it with `apt-get install grim`)"))?;
+        // P6, width, height, maxval, then the RGB bytes: the last three are
+        // the bottom-right pixel.
+        let data = out.stdout;
+        let pixel = data.len().checked_sub(3).map(|i| &data[i..]).filter(|_| out.status.success());
+        let Some(&[r, g, b]) = pixel else {
+            return Err(format!("grim failed: {}", String::from_utf8_lossy(&out.stderr)));
+        };
+        Ok(u32::from(r) << 16 | u32::from(g) << 8 | u32::from(b))
     }
 
     /// Changes the output's size.
@@ -627,19 +647,4 @@ impl WaylandDesktop {
     pub fn stop(mut self) {
         self.group.stop();
     }
-}
-
-/// The swaybg processes alive (not zombies); the tests' desktops run one
-/// at a time per test process, and test binaries run in turn.
-fn live_swaybgs() -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .flatten()
-        .filter_map(|e| {
-            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-            // `pid (comm) state …`
-            let (pid, rest) = stat.split_once(" (swaybg) ")?;
-            if rest.starts_with('Z') { None } else { pid.parse().ok() }
-        })
-        .collect()
 }
