@@ -2,7 +2,10 @@
 //! machines on one, for tests of what crosses a network (shaped links,
 //! NATs, browsers that skip loopback candidates). Needs root and iproute2;
 //! everything is removed on drop. Never route to addresses outside the
-//! namespaces a test creates.
+//! namespaces a test creates. Every host of a test — the sharer included —
+//! lives in a namespace the test creates, never in the machine's own: a CI
+//! machine's firewall drops what a namespace sends to the machine's own
+//! namespace (`Netns::run_in` starts a share inside one).
 
 #![allow(dead_code)]
 
