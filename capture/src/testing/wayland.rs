@@ -389,6 +389,21 @@ impl WaylandDesktop {
         spawn(&mut group, "pipewire", &[], &env, "pipewire.log")?;
         wait_until("pipewire", || runtime.join("pipewire-0").exists())?;
         spawn(&mut group, "wireplumber", &[], &env, "wireplumber.log")?;
+        // WirePlumber links the portal's stream to its consumer: wait until
+        // both of its connections are up (CI runs saw a first stream that got
+        // no buffers; whether WirePlumber's start-up is the cause is not
+        // proven).
+        let pipewire_env = env.clone();
+        wait_until("wireplumber", || {
+            let mut dump = Command::new("pw-dump");
+            dump.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
+            dump.envs(pipewire_env.iter().map(|(k, v)| (k, v))).stderr(Stdio::null());
+            dump.output().is_ok_and(|o| {
+                let text = String::from_utf8_lossy(&o.stdout);
+                text.contains("\"application.name\": \"WirePlumber\"")
+                    && text.contains("\"application.name\": \"WirePlumber [export]\"")
+            })
+        })?;
 
         // sway, as nobody, with its own runtime dir.
         let sway_config = dir.join("sway.conf");
