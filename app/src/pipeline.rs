@@ -653,7 +653,7 @@ impl EncodeLoop {
     fn encode_pending(&mut self, now: Instant) -> Result<bool> {
         for index in 0..self.chains.len() {
             let chain = &self.chains[index];
-            let Some(at) = chain.pending.filter(|_| chain.active) else { continue };
+            let Some(at) = chain.pending else { continue };
             if self.pending_due(chain).is_some_and(|due| now >= due) {
                 let pts = self.start.map_or(at.pts, |start| now.saturating_duration_since(start).max(at.pts));
                 if !self.encode_chain(index, FrameAt { pts, started: now, ..at })? {
@@ -666,7 +666,12 @@ impl EncodeLoop {
 
     /// When a chain's decimated frame is due (its interval after its last
     /// encoded frame).
+    /// None while paused or for a stopped chain (the loop's wait must not
+    /// shrink to nothing for a frame that will not be encoded).
     fn pending_due(&self, chain: &Chain) -> Option<Instant> {
+        if !chain.active || self.paused.load(Ordering::Acquire) {
+            return None;
+        }
         let (start, last) = (self.start?, chain.last_pts?);
         chain.pending?;
         Some(start + last + Duration::from_secs_f32(0.75 / chain.fps.max(0.1)))
@@ -863,6 +868,7 @@ impl EncodeLoop {
 /// Stops a chain: its encoder is dropped unless it is the resident one.
 fn stop_chain(chain: &mut Chain, stats: &PipelineStats) {
     chain.active = false;
+    chain.pending = None;
     if !chain.resident {
         chain.encoder = None;
     }
