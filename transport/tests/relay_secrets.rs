@@ -6,37 +6,18 @@
 //! filter out: [`peep_transport::relay::LOG_REDACTIONS`].) Its own test
 //! binary: it installs the global log subscriber.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::Captured;
 use peep_transport::relay::turn::IceSettings;
 use peep_transport::{BuiltinTurnConfig, Relay, RelayClientConfig, RelayConfig, Secret, Share, ShareConfig};
 
 const PASSWORD: &str = "correct-horse-relay-staple";
 const TURN_SECRET: &str = "turn-secret-never-logged";
-
-/// Collects everything logged, at every level, from every crate.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 /// Status and headers of a request.
 fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
